@@ -1,0 +1,237 @@
+"""MoeConfig: every knob of one MoE layer, validated before anything is traced.
+
+Papers differ in these values, never in code branches. The field names follow the papers
+(capacity_factor, num_selected_experts, router_z_loss ...). A config can be built from keyword
+arguments or from an ml_collections ConfigDict (`MoeConfig.from_dict(config.moe)`); an unknown or
+invalid field raises one ConfigError line naming it, before any compilation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Optional
+
+from moejax.errors import ConfigError, check, check_choice
+
+# Routing families (moejax/routing/): see MoeConfig.router.
+ROUTERS = ("top_k", "gshard", "noisy_top_k", "expert_choice", "deepseek_v3", "dense",
+           "soft_moe")
+# Routers that choose experts per token (and so can run dropless).
+TOKEN_CHOICE_ROUTERS = ("top_k", "gshard", "noisy_top_k", "deepseek_v3", "dense")
+GATE_ORDERS = ("softmax_then_top_k", "top_k_then_softmax")
+DISPATCHES = ("index", "einsum", "dropless")
+GROUPED_MATMULS = ("auto", "ragged_dot", "blocks")
+ACTIVATIONS = ("relu", "gelu", "silu", "geglu", "swiglu")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class MoeConfig:
+    """Configuration of one MoE layer (moejax.layer.MoeLayer).
+
+    Routing:
+      router: one of ROUTERS.
+        top_k: token choice, k = num_selected_experts (Switch k=1; GShard/GLaM/ST-MoE/Mixtral k=2).
+        gshard: top-2 with GShard's random second-expert routing (2·g2 > U(0, 1)).
+        noisy_top_k: Shazeer et al. 2017 noisy top-k gating with importance and load losses.
+        expert_choice: Zhou et al. 2022; each expert takes its top-C tokens of a group.
+        deepseek_v3: sigmoid affinities, top-k on affinity + selection bias, optional groups.
+        dense: Jacobs et al. 1991 softmax mixture; every expert sees every token.
+        soft_moe: Puigcerver et al. 2023 Soft MoE (its own layer, moejax.soft_moe): every
+          expert slot takes a softmax-weighted mix of the group's tokens; nothing is dropped.
+      num_experts: E routed experts.
+      num_selected_experts: k experts per token (token-choice routers).
+      gate_order: softmax over all experts then top-k (Switch/GShard) or top-k then softmax
+        over the chosen logits (Mixtral).
+      renormalize_gates: divide the chosen gates by their sum (GShard top-2, DeepSeek-V3).
+      batch_prioritized: V-MoE batch-prioritized routing (tokens take capacity in order of their
+        top-1 gate) instead of sequence order.
+      jitter_eps: Switch multiplicative router-input jitter U(1-eps, 1+eps), training only.
+      router_init_std: router weights start N(0, router_init_std²) (Switch: 0.02).
+      expert_choice_max_experts_per_token: EC-CAP: a token keeps at most this many of the
+        experts that chose it (highest scores first); None for no cap.
+      causal: the layer sits in a causal decoder (set by the model).
+      allow_non_causal_routing: let expert choice run in a causal decoder anyway (it uses the
+        scores of future tokens to pick, so it leaks the future during training).
+      routed_scaling_factor: DeepSeek-V3 multiplies the normalised gates by this.
+      num_expert_groups, num_selected_groups: DeepSeek-V3 group-limited routing: experts in
+        num_expert_groups groups, a token only uses experts of its num_selected_groups best
+        groups (a group's score: sum of its top-2 biased affinities). 1/1 = off.
+      bias_update_rate: γ of DeepSeek-V3 auxiliary-loss-free balancing (0 = off).
+      slots_per_expert: Soft MoE slots per expert (each slot is one expert input row).
+
+    Capacity and dispatch:
+      group_size: S tokens per routing group; the layer input [B, L, D] is cut into
+        G = B·L / S groups. None: one group per sequence (S = L).
+      capacity_factor, eval_capacity_factor: capacity = max(min_capacity,
+        ceil(capacity_factor · k · S / E)), capped at S; train and eval factors (Switch 1.25/2.0).
+      min_capacity: lower bound on slots per expert per group.
+      dispatch: index (gather/scatter; default), einsum (GShard one-hot), dropless (no capacity).
+      grouped_matmul: dropless expert compute: ragged_dot (TPU/GPU), blocks (block-sparse scan
+        that runs well on CPU), auto (ragged_dot on accelerators, blocks on CPU).
+      block_size: rows per block of the blocks grouped matmul.
+
+    Experts:
+      hidden_dim: F, each expert's hidden width.
+      activation: relu/gelu/silu, or gated geglu (ST-MoE) / swiglu (Mixtral, DeepSeek).
+      expert_dropout: dropout on the expert hidden layer (Switch fine-tuning: 0.4).
+      expert_init_scale: variance scale of the expert weights' truncated-normal init
+        (Switch reduced init: 0.1; default 1.0).
+      dtype: compute dtype of the experts; the router always runs in float32.
+      num_shared_experts: always-on experts added to the routed output (DeepSeekMoE, Llama 4).
+      shared_hidden_dim: hidden width of each shared expert (None: hidden_dim).
+
+    Loss coefficients (stats['aux_loss'] = Σ coefficient · loss):
+      load_balance_loss: α of the Switch/GShard load-balancing loss (1e-2).
+      router_z_loss: c_z of the ST-MoE router z-loss (1e-3).
+      importance_loss, load_loss: Shazeer et al. 2017 w_importance, w_load.
+      sequence_balance_loss: α of the DeepSeek-V3 sequence-wise balance loss (1e-4).
+    """
+
+    num_experts: int = 8
+    num_selected_experts: int = 1
+    router: str = "top_k"
+    gate_order: str = "softmax_then_top_k"
+    renormalize_gates: bool = False
+    batch_prioritized: bool = False
+    jitter_eps: float = 0.0
+    router_init_std: float = 0.02
+    expert_choice_max_experts_per_token: Optional[int] = None
+    causal: bool = False
+    allow_non_causal_routing: bool = False
+    routed_scaling_factor: float = 1.0
+    num_expert_groups: int = 1
+    num_selected_groups: int = 1
+    bias_update_rate: float = 0.0
+    slots_per_expert: int = 1
+
+    group_size: Optional[int] = None
+    capacity_factor: float = 1.25
+    eval_capacity_factor: float = 2.0
+    min_capacity: int = 4
+    dispatch: str = "index"
+    grouped_matmul: str = "auto"
+    block_size: int = 128
+
+    hidden_dim: int = 256
+    activation: str = "relu"
+    expert_dropout: float = 0.0
+    expert_init_scale: float = 1.0
+    dtype: str = "float32"
+    num_shared_experts: int = 0
+    shared_hidden_dim: Optional[int] = None
+
+    load_balance_loss: float = 1e-2
+    router_z_loss: float = 0.0
+    importance_loss: float = 0.0
+    load_loss: float = 0.0
+    sequence_balance_loss: float = 0.0
+
+    def __post_init__(self):
+        self.validate()
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], prefix: str = "moe") -> "MoeConfig":
+        """Builds a config from a mapping (e.g. an ml_collections ConfigDict)."""
+        values = dict(values.items())
+        known = {f.name for f in dataclasses.fields(cls)}
+        for name in values:
+            if name not in known:
+                raise ConfigError(
+                    f"{prefix}.{name} is not a MoeConfig field (known: {', '.join(sorted(known))})")
+        return cls(**values)
+
+    def replace(self, **changes) -> "MoeConfig":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def uses_capacity(self) -> bool:
+        return self.dispatch != "dropless"
+
+    def validate(self) -> None:
+        """Checks every field; raises one ConfigError line naming the first bad one."""
+        p = "moe."
+        check_choice(p + "router", self.router, ROUTERS)
+        check_choice(p + "gate_order", self.gate_order, GATE_ORDERS)
+        check_choice(p + "dispatch", self.dispatch, DISPATCHES)
+        check_choice(p + "grouped_matmul", self.grouped_matmul, GROUPED_MATMULS)
+        check_choice(p + "activation", self.activation, ACTIVATIONS)
+        check_choice(p + "dtype", self.dtype, DTYPES)
+        _positive_int(p + "num_experts", self.num_experts)
+        _positive_int(p + "num_selected_experts", self.num_selected_experts)
+        _positive_int(p + "hidden_dim", self.hidden_dim)
+        _positive_int(p + "block_size", self.block_size)
+        _positive_int(p + "min_capacity", self.min_capacity, allow_zero=True)
+        check(self.num_selected_experts <= self.num_experts,
+              f"{p}num_selected_experts={self.num_selected_experts} must be <= "
+              f"{p}num_experts={self.num_experts}")
+        if self.router == "gshard":
+            check(self.num_selected_experts == 2,
+                  f"{p}num_selected_experts={self.num_selected_experts} must be 2 for "
+                  f"{p}router='gshard' (random second-expert routing is top-2)")
+        for name in ("capacity_factor", "eval_capacity_factor"):
+            value = getattr(self, name)
+            check(_is_number(value) and value > 0, f"{p}{name}={value!r} must be > 0")
+        if self.dispatch == "dropless":
+            check(self.router in TOKEN_CHOICE_ROUTERS,
+                  f"{p}dispatch='dropless' needs a token-choice router "
+                  f"({', '.join(TOKEN_CHOICE_ROUTERS)}), not {p}router={self.router!r}")
+        if self.router == "expert_choice":
+            check(not self.causal or self.allow_non_causal_routing,
+                  f"{p}router='expert_choice' looks at future tokens and cannot run in a causal "
+                  f"decoder; set {p}allow_non_causal_routing=True to run it anyway")
+            cap = self.expert_choice_max_experts_per_token
+            if cap is not None:
+                _positive_int(p + "expert_choice_max_experts_per_token", cap)
+        if self.group_size is not None:
+            _positive_int(p + "group_size", self.group_size)
+        _positive_int(p + "num_expert_groups", self.num_expert_groups)
+        _positive_int(p + "num_selected_groups", self.num_selected_groups)
+        if self.num_expert_groups > 1:
+            check(self.router == "deepseek_v3",
+                  f"{p}num_expert_groups={self.num_expert_groups} (group-limited routing) needs "
+                  f"{p}router='deepseek_v3', not {self.router!r}")
+            check(self.num_experts % self.num_expert_groups == 0,
+                  f"{p}num_experts={self.num_experts} must be divisible by "
+                  f"{p}num_expert_groups={self.num_expert_groups}")
+        check(self.num_selected_groups <= self.num_expert_groups,
+              f"{p}num_selected_groups={self.num_selected_groups} must be <= "
+              f"{p}num_expert_groups={self.num_expert_groups}")
+        if self.num_expert_groups > 1:
+            per_group = self.num_experts // self.num_expert_groups
+            check(self.num_selected_groups * per_group >= self.num_selected_experts,
+                  f"{p}num_selected_groups={self.num_selected_groups} groups of {per_group} "
+                  f"experts cannot hold {p}num_selected_experts={self.num_selected_experts}")
+        check(0.0 <= self.expert_dropout < 1.0,
+              f"{p}expert_dropout={self.expert_dropout!r} must be in [0, 1)")
+        check(0.0 <= self.jitter_eps < 1.0, f"{p}jitter_eps={self.jitter_eps!r} must be in [0, 1)")
+        check(self.expert_init_scale > 0,
+              f"{p}expert_init_scale={self.expert_init_scale!r} must be > 0")
+        check(self.router_init_std >= 0,
+              f"{p}router_init_std={self.router_init_std!r} must be >= 0")
+        check(self.routed_scaling_factor > 0,
+              f"{p}routed_scaling_factor={self.routed_scaling_factor!r} must be > 0")
+        check(self.bias_update_rate >= 0,
+              f"{p}bias_update_rate={self.bias_update_rate!r} must be >= 0")
+        if self.bias_update_rate > 0:
+            check(self.router == "deepseek_v3",
+                  f"{p}bias_update_rate={self.bias_update_rate} (loss-free balancing) needs "
+                  f"{p}router='deepseek_v3', not {self.router!r}")
+        _positive_int(p + "slots_per_expert", self.slots_per_expert)
+        _positive_int(p + "num_shared_experts", self.num_shared_experts, allow_zero=True)
+        if self.shared_hidden_dim is not None:
+            _positive_int(p + "shared_hidden_dim", self.shared_hidden_dim)
+        for name in ("load_balance_loss", "router_z_loss", "importance_loss", "load_loss",
+                     "sequence_balance_loss"):
+            value = getattr(self, name)
+            check(_is_number(value) and value >= 0, f"{p}{name}={value!r} must be >= 0")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _positive_int(field: str, value, allow_zero: bool = False) -> None:
+    low = 0 if allow_zero else 1
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+    check(ok, f"{field}={value!r} must be an integer >= {low}")

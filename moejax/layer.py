@@ -1,0 +1,144 @@
+"""MoeLayer: router -> routing -> dispatch -> experts -> combine, as one Flax NNX module.
+
+    x [B, L, D] -> groups [G, S, D] --router--> logits [G, S, E] (float32)
+      --routing--> plan (or sorted assignments) + aux losses + metrics
+      --dispatch--> expert inputs [E, G·C, D] (or rows sorted by expert, dropless)
+      --experts--> [E, G·C, D] --combine--> y [G, S, D] (+ shared experts) -> [B, L, D]
+
+Returns (y, stats): stats holds 'aux_loss' (Σ coefficient · loss), every unweighted loss of the
+router, and the metrics of moejax/metrics.py.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from moejax import dispatch as dispatch_lib
+from moejax import metrics as metrics_lib
+from moejax.config import MoeConfig
+from moejax.errors import ConfigError
+from moejax.experts import Experts
+from moejax.plan import expert_capacity
+from moejax.router import Router
+from moejax.routing import route, routing_k
+
+
+def to_groups(x: jax.Array, cfg: MoeConfig, model_dim: int) -> jax.Array:
+    """[B, L, D] -> [G, S, D] with S = cfg.group_size (or L); one ConfigError line if it can't."""
+    if x.ndim != 3 or x.shape[-1] != model_dim:
+        raise ConfigError(f"MoE layer input has shape {tuple(x.shape)}; expected "
+                          f"[batch, length, {model_dim}]")
+    b, l, d = x.shape
+    s = cfg.group_size or l
+    if (b * l) % s:
+        raise ConfigError(f"moe.group_size={s} must divide batch·length={b}·{l}={b * l} tokens")
+    return x.reshape(b * l // s, s, d)
+
+
+def weighted_aux_loss(cfg: MoeConfig, losses: Dict[str, jax.Array]) -> jax.Array:
+    """Σ over the router's losses of the MoeConfig coefficient with the same name."""
+    total = jnp.zeros((), jnp.float32)
+    for name, value in losses.items():
+        total = total + getattr(cfg, name) * value
+    return total
+
+
+class MoeLayer(nnx.Module):
+    """A sparse MoE feed-forward layer for any capacity-based or dropless router.
+
+    Call with x [B, L, D]; `deterministic` (default: the module's attribute, set by
+    `.eval()`/`.train()`) switches between the train and eval capacity factors, turns off
+    jitter, router noise and expert dropout.
+    """
+
+    def __init__(self, cfg: MoeConfig, model_dim: int, *, rngs: nnx.Rngs):
+        if cfg.router == "soft_moe":
+            raise ConfigError("moe.router='soft_moe' is its own layer: use moejax.make_moe_layer "
+                              "or moejax.SoftMoeLayer")
+        self.cfg = cfg
+        self.model_dim = model_dim
+        self.deterministic = False
+        self.rngs = rngs
+        self.router = Router(cfg, model_dim, rngs=rngs)
+        self.experts = Experts(cfg.num_experts, model_dim, cfg.hidden_dim,
+                               activation=cfg.activation, init_scale=cfg.expert_init_scale,
+                               dtype=cfg.dtype, dropout_rate=cfg.expert_dropout, rngs=rngs)
+        shared = None
+        if cfg.num_shared_experts:
+            # n shared experts of width F_s are one FFN of width n·F_s (their outputs add up).
+            width = cfg.num_shared_experts * (cfg.shared_hidden_dim or cfg.hidden_dim)
+            shared = Experts(1, model_dim, width, activation=cfg.activation,
+                             init_scale=cfg.expert_init_scale, dtype=cfg.dtype,
+                             dropout_rate=cfg.expert_dropout, rngs=rngs)
+        self.shared_experts = nnx.data(shared)
+
+    def capacity(self, group_size: int, train: bool) -> Optional[int]:
+        """Slots per expert per group, or None for dropless dispatch."""
+        cfg = self.cfg
+        if not cfg.uses_capacity:
+            return None
+        if cfg.router == "dense":
+            return group_size
+        factor = cfg.capacity_factor if train else cfg.eval_capacity_factor
+        return expert_capacity(group_size, cfg.num_experts, routing_k(cfg), factor,
+                               cfg.min_capacity)
+
+    def __call__(self, x: jax.Array, *, deterministic: Optional[bool] = None
+                 ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+        cfg = self.cfg
+        train = not (self.deterministic if deterministic is None else deterministic)
+        groups = to_groups(x, cfg, self.model_dim)                       # [G, S, D]
+        g, s, d = groups.shape
+        capacity = self.capacity(s, train)
+
+        jitter_key = self.rngs.routing() if train and cfg.jitter_eps > 0 else None
+        logits, noise_logits = self.router(groups, jitter_key)          # [G, S, E]
+        needs_key = cfg.router == "gshard" or (cfg.router == "noisy_top_k" and train)
+        routing = route(cfg, logits, capacity=capacity,
+                        key=self.rngs.routing() if needs_key else None,
+                        noise_logits=noise_logits, bias=self.router.bias)
+        dropout_key = self.rngs.dropout() if train and cfg.expert_dropout > 0 else None
+
+        if routing.plan is None:
+            y = self._dropless(groups, routing, dropout_key)             # [G, S, D]
+        else:
+            y = self._with_capacity(groups, routing, dropout_key)        # [G, S, D]
+        if self.shared_experts is not None:
+            shared_key = None if dropout_key is None else jax.random.fold_in(dropout_key, 1)
+            y = y + self.shared_experts(groups.reshape(1, g * s, d), shared_key).reshape(g, s, d)
+
+        stats = dict(routing.losses)
+        stats["aux_loss"] = weighted_aux_loss(cfg, routing.losses)
+        stats.update(metrics_lib.routing_metrics(routing, logits, s))
+        return y.astype(x.dtype).reshape(x.shape), stats
+
+    def _with_capacity(self, groups, routing, dropout_key) -> jax.Array:
+        g, s, d = groups.shape
+        plan = routing.plan
+        e, c = plan.slot_token.shape[1:]
+        if self.cfg.dispatch == "einsum":
+            dispatch, combine = dispatch_lib.dispatch_einsum, dispatch_lib.combine_einsum
+        else:
+            dispatch, combine = dispatch_lib.dispatch_index, dispatch_lib.combine_index
+        expert_in = dispatch(groups, plan)                                # [G, E, C, D]
+        expert_in = jnp.swapaxes(expert_in, 0, 1).reshape(e, g * c, d)   # [E, G·C, D]
+        expert_out = self.experts(expert_in, dropout_key)                # [E, G·C, D]
+        expert_out = jnp.swapaxes(expert_out.reshape(e, g, c, d), 0, 1)  # [G, E, C, D]
+        return combine(expert_out, plan, s)                              # [G, S, D]
+
+    def _dropless(self, groups, routing, dropout_key) -> jax.Array:
+        g, s, d = groups.shape
+        a = routing.assignment
+        k = a.expert_index.shape[-1]
+        rows = dispatch_lib.sort_assignments(
+            a.expert_index.reshape(g * s, k), a.gate.reshape(g * s, k),
+            a.valid.reshape(g * s, k), self.cfg.num_experts)
+        x_sorted = groups.reshape(g * s, d)[rows.token]                  # [T·k, D]
+        y_sorted = self.experts.grouped(x_sorted, rows.group_sizes,
+                                        impl=self.cfg.grouped_matmul,
+                                        block_size=self.cfg.block_size, key=dropout_key)
+        return dispatch_lib.combine_sorted(y_sorted, rows, g * s).reshape(g, s, d)

@@ -1,0 +1,54 @@
+"""The router: a float32 linear map from token representations to expert logits."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from moejax.config import MoeConfig
+
+
+class SelectionBias(nnx.Variable):
+    """DeepSeek-V3 expert-selection bias: state updated by a rule, not a trainable parameter."""
+
+
+class Router(nnx.Module):
+    """logits = x·W_g [G, S, E], always in float32 (Switch "selective precision").
+
+    Switch jitter multiplies the router's input (only) by U(1-ε, 1+ε) in training. The noisy
+    top-k router adds W_noise (zero-initialised, as in Shazeer et al. 2017); the DeepSeek-V3
+    router carries the selection bias.
+    """
+
+    def __init__(self, cfg: MoeConfig, model_dim: int, *, rngs: nnx.Rngs):
+        e = cfg.num_experts
+        self.jitter_eps = cfg.jitter_eps
+        init = jax.nn.initializers.normal(cfg.router_init_std)
+        self.w = nnx.Param(init(rngs.params(), (model_dim, e), jnp.float32),
+                           logical_axes=("embed", "expert"))
+        if cfg.router == "noisy_top_k":
+            self.w_noise = nnx.Param(jnp.zeros((model_dim, e), jnp.float32),
+                                     logical_axes=("embed", "expert"))
+        if cfg.router == "deepseek_v3":
+            self.selection_bias = SelectionBias(jnp.zeros((e,), jnp.float32),
+                                                logical_axes=("expert",))
+
+    def __call__(self, x: jax.Array, jitter_key: Optional[jax.Array] = None
+                 ) -> Tuple[jax.Array, Optional[jax.Array]]:
+        """x [G, S, D] -> (logits [G, S, E], noise logits [G, S, E] or None), float32."""
+        x = x.astype(jnp.float32)
+        if jitter_key is not None and self.jitter_eps > 0.0:
+            x = x * jax.random.uniform(jitter_key, x.shape, jnp.float32,
+                                       1.0 - self.jitter_eps, 1.0 + self.jitter_eps)
+        logits = jnp.einsum("gsd,de->gse", x, self.w[...])
+        noise_logits = None
+        if hasattr(self, "w_noise"):
+            noise_logits = jnp.einsum("gsd,de->gse", x, self.w_noise[...])
+        return logits, noise_logits
+
+    @property
+    def bias(self) -> Optional[jax.Array]:
+        return self.selection_bias[...] if hasattr(self, "selection_bias") else None

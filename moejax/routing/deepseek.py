@@ -1,0 +1,63 @@
+"""DeepSeek-V3 routing: sigmoid affinities, bias-shifted selection, auxiliary-loss-free balance.
+
+DeepSeek-AI 2024, "DeepSeek-V3 Technical Report", section 2.1.2; Wang et al. 2024,
+"Auxiliary-Loss-Free Load Balancing Strategy for Mixture-of-Experts".
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from moejax import losses
+from moejax.routing.types import Assignment, Routing
+
+
+def deepseek_v3_routing(logits: jax.Array, bias: jax.Array, k: int, *,
+                        routed_scaling_factor: float = 1.0, renormalize: bool = True,
+                        num_expert_groups: int = 1, num_selected_groups: int = 1) -> Routing:
+    """s = sigmoid(u·e); experts chosen by top-k of s + b; gates from s alone.
+
+    logits: [G, S, E] float32 token-to-expert affinities before the sigmoid.
+    bias: [E] selection bias b, used only to choose experts (updated by
+      update_selection_bias, not by gradients).
+    renormalize: gates g = s_chosen / Σ s_chosen (DeepSeek-V3 does); then times
+      routed_scaling_factor.
+    num_expert_groups / num_selected_groups: group-limited routing: a token uses only experts
+      of its num_selected_groups groups with the largest sum of their top-2 biased scores.
+    """
+    num_experts = logits.shape[-1]
+    affinity = jax.nn.sigmoid(logits)                                      # [G, S, E]
+    choice_score = affinity + bias                                          # [G, S, E]
+    if num_expert_groups > 1:
+        per_group = num_experts // num_expert_groups
+        grouped = choice_score.reshape(*choice_score.shape[:-1], num_expert_groups, per_group)
+        group_score = jnp.sum(jax.lax.top_k(grouped, min(2, per_group))[0], axis=-1)  # [G, S, ng]
+        _, best_groups = jax.lax.top_k(group_score, num_selected_groups)
+        group_mask = jnp.sum(jax.nn.one_hot(best_groups, num_expert_groups), axis=-2) > 0
+        expert_mask = jnp.repeat(group_mask, per_group, axis=-1)            # [G, S, E]
+        choice_score = jnp.where(expert_mask, choice_score, -jnp.inf)
+    _, expert_index = jax.lax.top_k(choice_score, k)                        # [G, S, k]
+    expert_index = expert_index.astype(jnp.int32)
+    gate = jnp.take_along_axis(affinity, expert_index, axis=-1)            # [G, S, k]
+    if renormalize:
+        gate = gate / jnp.sum(gate, axis=-1, keepdims=True)
+    gate = gate * routed_scaling_factor
+    assignment = Assignment(expert_index=expert_index, gate=gate,
+                            valid=jnp.ones(gate.shape, bool))
+    return Routing(
+        probs=affinity / jnp.sum(affinity, axis=-1, keepdims=True),
+        losses={"sequence_balance_loss": losses.sequence_balance_loss(affinity, expert_index)},
+        assignment=assignment)
+
+
+def update_selection_bias(bias: jax.Array, expert_counts: jax.Array, rate: float) -> jax.Array:
+    """One step of auxiliary-loss-free balancing: b_e += γ · sign(mean load − load_e).
+
+    An overloaded expert's bias drops by γ, an underloaded one's rises by γ. Applied by the
+    train step after each optimizer update (it is a state update, not a gradient).
+
+    bias: [E]; expert_counts: [E] tokens routed to each expert in the step's batch.
+    """
+    counts = expert_counts.astype(jnp.float32)
+    return bias + rate * jnp.sign(jnp.mean(counts) - counts).astype(bias.dtype)

@@ -1,0 +1,46 @@
+"""Expert-choice routing (Zhou et al. 2022, "Mixture-of-Experts with Expert Choice Routing")."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from moejax import losses
+from moejax.plan import CapacityPlan
+from moejax.routing.types import Routing
+
+
+def expert_choice_routing(logits: jax.Array, capacity: int,
+                          max_experts_per_token: Optional[int] = None) -> Routing:
+    """Each expert takes the C tokens of its group with the highest router scores.
+
+    Scores are softmax(x·W_g) over experts; the combine weight of a (token, expert) pair is its
+    score. A token may be taken by no expert (dropped), or by many. There is no auxiliary loss.
+    The choice of a token depends on other tokens of its group, later ones included, so this
+    router is not causal.
+
+    logits: [G, S, E] float32; capacity: C slots per expert (C = S·cf/E; cf = 2 by default).
+    max_experts_per_token: EC-CAP: a token keeps only its highest-scoring `cap` experts among
+      those that chose it; the slots it releases stay empty. (The paper caps with an
+      entropy-regularised linear program; this greedy cut keeps the same bound without it.)
+    """
+    g, s, num_experts = logits.shape
+    probs = jax.nn.softmax(logits, axis=-1)                                   # [G, S, E]
+    slot_weight, slot_token = jax.lax.top_k(jnp.swapaxes(probs, 1, 2), capacity)  # [G, E, C]
+    slot_token = slot_token.astype(jnp.int32)
+    if max_experts_per_token is not None and max_experts_per_token < num_experts:
+        gi = jnp.arange(g)[:, None, None]
+        ei = jnp.arange(num_experts)[None, :, None]
+        chosen = jnp.zeros((g, s, num_experts), bool).at[gi, slot_token, ei].set(True)
+        chosen_scores = jnp.where(chosen, probs, -jnp.inf)                   # [G, S, E]
+        kth = jax.lax.top_k(chosen_scores, max_experts_per_token)[0][..., -1]  # [G, S]
+        keep_pair = chosen & (probs >= kth[..., None])                        # [G, S, E]
+        keep = keep_pair[gi, slot_token, ei]                                  # [G, E, C]
+        slot_token = jnp.where(keep, slot_token, s)
+        slot_weight = jnp.where(keep, slot_weight, 0.0)
+    plan = CapacityPlan(slot_token=slot_token, slot_weight=slot_weight,
+                        num_requested=jnp.full((g,), float(num_experts * capacity)))
+    return Routing(probs=probs, losses={"router_z_loss": losses.router_z_loss(logits)},
+                   plan=plan)

@@ -1,0 +1,89 @@
+"""Soft MoE (Puigcerver et al. 2023, "From Sparse to Soft Mixtures of Experts").
+
+Every expert has p slots; each slot's input is a softmax-over-tokens mix of the group's tokens,
+and each token's output a softmax-over-slots mix of the slot outputs:
+
+    logits = normalize(X) · (scale · normalize(Φ))       [G, S, E·p]   (L2 over D)
+    D = softmax over tokens (axis S),  C = softmax over slots (axis E·p)
+    X̃ = Dᵀ X  [G, E·p, D]  ->  experts  ->  Ỹ  ->  Y = C Ỹ  [G, S, D]
+
+Nothing is dropped and there is no auxiliary loss. Every slot mixes all tokens of its group,
+so, like expert choice, it is not causal.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from moejax import metrics as metrics_lib
+from moejax.config import MoeConfig
+from moejax.errors import ConfigError
+from moejax.experts import Experts
+from moejax.layer import to_groups
+
+
+def l2_normalize(x: jax.Array, axis: int, eps: float = 1e-6) -> jax.Array:
+    return x * jax.lax.rsqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True) + eps)
+
+
+def soft_moe_weights(x: jax.Array, phi: jax.Array, scale: jax.Array
+                     ) -> Tuple[jax.Array, jax.Array, jax.Array]:
+    """x [G, S, D], phi [D, E·p], scale [] -> (logits, dispatch, combine), each [G, S, E·p]."""
+    logits = jnp.einsum("gsd,dn->gsn", l2_normalize(x.astype(jnp.float32), -1),
+                        scale * l2_normalize(phi, 0))
+    return logits, jax.nn.softmax(logits, axis=1), jax.nn.softmax(logits, axis=2)
+
+
+class SoftMoeLayer(nnx.Module):
+    """Soft MoE layer with the same (y, stats) interface as MoeLayer."""
+
+    def __init__(self, cfg: MoeConfig, model_dim: int, *, rngs: nnx.Rngs):
+        if cfg.causal and not cfg.allow_non_causal_routing:
+            raise ConfigError("moe.router='soft_moe' mixes future tokens into every slot and "
+                              "cannot run in a causal decoder; set "
+                              "moe.allow_non_causal_routing=True to run it anyway")
+        self.cfg = cfg
+        self.model_dim = model_dim
+        self.deterministic = False
+        self.rngs = rngs
+        num_slots = cfg.num_experts * cfg.slots_per_expert
+        init = jax.nn.initializers.normal(model_dim ** -0.5)
+        self.phi = nnx.Param(init(rngs.params(), (model_dim, num_slots), jnp.float32),
+                             logical_axes=("embed", "expert"))
+        self.scale = nnx.Param(jnp.ones((), jnp.float32))
+        self.experts = Experts(cfg.num_experts, model_dim, cfg.hidden_dim,
+                               activation=cfg.activation, init_scale=cfg.expert_init_scale,
+                               dtype=cfg.dtype, dropout_rate=cfg.expert_dropout, rngs=rngs)
+
+    def __call__(self, x: jax.Array, *, deterministic: Optional[bool] = None
+                 ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+        cfg = self.cfg
+        train = not (self.deterministic if deterministic is None else deterministic)
+        groups = to_groups(x, cfg, self.model_dim)                          # [G, S, D]
+        g, s, d = groups.shape
+        e, p = cfg.num_experts, cfg.slots_per_expert
+        logits, dispatch, combine = soft_moe_weights(groups, self.phi[...], self.scale[...])
+        slots_in = jnp.einsum("gsn,gsd->gnd", dispatch, groups.astype(jnp.float32))  # [G, E·p, D]
+        expert_in = jnp.swapaxes(slots_in.reshape(g, e, p, d), 0, 1).reshape(e, g * p, d)
+        key = self.rngs.dropout() if train and cfg.expert_dropout > 0 else None
+        expert_out = self.experts(expert_in, key)                           # [E, G·p, D]
+        slots_out = jnp.swapaxes(expert_out.reshape(e, g, p, d), 0, 1).reshape(g, e * p, d)
+        y = jnp.einsum("gsn,gnd->gsd", combine, slots_out.astype(jnp.float32))
+
+        per_expert = jnp.sum(combine.reshape(g, s, e, p), axis=-1)         # [G, S, E]
+        counts = jnp.full((e,), float(g * p), jnp.float32)
+        stats = {
+            "aux_loss": jnp.zeros((), jnp.float32),
+            "expert_counts": counts,
+            "tokens_per_expert": counts / jnp.sum(counts),
+            "max_violation": jnp.zeros((), jnp.float32),
+            "router_entropy": metrics_lib.router_entropy(per_expert),
+            "router_z": jnp.mean(jnp.square(jax.nn.logsumexp(logits, axis=-1))),
+            "dropped_fraction": jnp.zeros((), jnp.float32),
+            "dropped_assignment_fraction": jnp.zeros((), jnp.float32),
+        }
+        return y.astype(x.dtype).reshape(x.shape), stats
