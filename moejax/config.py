@@ -9,7 +9,11 @@ invalid field raises one ConfigError line naming it, before any compilation.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from typing import Any, Mapping, Optional
+
+import numpy as np
 
 from moejax.errors import ConfigError, check, check_choice
 
@@ -170,15 +174,14 @@ class MoeConfig:
                   f"{p}num_selected_experts={self.num_selected_experts} must be 2 for "
                   f"{p}router='gshard' (random second-expert routing is top-2)")
         for name in ("capacity_factor", "eval_capacity_factor"):
-            value = getattr(self, name)
-            check(_is_number(value) and value > 0, f"{p}{name}={value!r} must be > 0")
+            _in_range(p + name, getattr(self, name), 0.0, None, "> 0")
         if self.dispatch == "dropless":
             check(self.router in TOKEN_CHOICE_ROUTERS,
                   f"{p}dispatch='dropless' needs a token-choice router "
                   f"({', '.join(TOKEN_CHOICE_ROUTERS)}), not {p}router={self.router!r}")
-        if self.router == "expert_choice":
+        if self.router in ("expert_choice", "soft_moe"):
             check(not self.causal or self.allow_non_causal_routing,
-                  f"{p}router='expert_choice' looks at future tokens and cannot run in a causal "
+                  f"{p}router={self.router!r} looks at future tokens and cannot run in a causal "
                   f"decoder; set {p}allow_non_causal_routing=True to run it anyway")
             cap = self.expert_choice_max_experts_per_token
             if cap is not None:
@@ -202,17 +205,12 @@ class MoeConfig:
             check(self.num_selected_groups * per_group >= self.num_selected_experts,
                   f"{p}num_selected_groups={self.num_selected_groups} groups of {per_group} "
                   f"experts cannot hold {p}num_selected_experts={self.num_selected_experts}")
-        check(0.0 <= self.expert_dropout < 1.0,
-              f"{p}expert_dropout={self.expert_dropout!r} must be in [0, 1)")
-        check(0.0 <= self.jitter_eps < 1.0, f"{p}jitter_eps={self.jitter_eps!r} must be in [0, 1)")
-        check(self.expert_init_scale > 0,
-              f"{p}expert_init_scale={self.expert_init_scale!r} must be > 0")
-        check(self.router_init_std >= 0,
-              f"{p}router_init_std={self.router_init_std!r} must be >= 0")
-        check(self.routed_scaling_factor > 0,
-              f"{p}routed_scaling_factor={self.routed_scaling_factor!r} must be > 0")
-        check(self.bias_update_rate >= 0,
-              f"{p}bias_update_rate={self.bias_update_rate!r} must be >= 0")
+        _in_range(p + "expert_dropout", self.expert_dropout, 0.0, 1.0, "in [0, 1)")
+        _in_range(p + "jitter_eps", self.jitter_eps, 0.0, 1.0, "in [0, 1)")
+        _in_range(p + "expert_init_scale", self.expert_init_scale, 0.0, None, "> 0")
+        _in_range(p + "router_init_std", self.router_init_std, 0.0, None, ">= 0")
+        _in_range(p + "routed_scaling_factor", self.routed_scaling_factor, 0.0, None, "> 0")
+        _in_range(p + "bias_update_rate", self.bias_update_rate, 0.0, None, ">= 0")
         if self.bias_update_rate > 0:
             check(self.router == "deepseek_v3",
                   f"{p}bias_update_rate={self.bias_update_rate} (loss-free balancing) needs "
@@ -223,15 +221,27 @@ class MoeConfig:
             _positive_int(p + "shared_hidden_dim", self.shared_hidden_dim)
         for name in ("load_balance_loss", "router_z_loss", "importance_loss", "load_loss",
                      "sequence_balance_loss"):
-            value = getattr(self, name)
-            check(_is_number(value) and value >= 0, f"{p}{name}={value!r} must be >= 0")
+            _in_range(p + name, getattr(self, name), 0.0, None, ">= 0")
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite real number (Python or NumPy scalar), not a bool."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+            and math.isfinite(value))
 
 
 def _positive_int(field: str, value, allow_zero: bool = False) -> None:
     low = 0 if allow_zero else 1
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= low
+    ok = (isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+          and value >= low)
     check(ok, f"{field}={value!r} must be an integer >= {low}")
+
+
+def _in_range(field: str, value, low: float, high: Optional[float], allowed: str) -> None:
+    """A finite number in the interval `allowed` describes ('> 0', '>= 0' or '[0, 1)')."""
+    ok = _is_number(value)
+    if ok:
+        ok = value > low if allowed == "> 0" else value >= low
+        if high is not None:
+            ok = ok and value < high
+    check(ok, f"{field}={value!r} must be a finite number {allowed}")

@@ -85,16 +85,26 @@ class Experts(nnx.Module):
     def grouped(self, x: jax.Array, group_sizes: jax.Array, *, impl: str = "auto",
                 block_size: int = 128, key: Optional[jax.Array] = None) -> jax.Array:
         """x [N, D] rows sorted by expert, group_sizes [E] -> [N, D]; rows past the groups -> 0."""
-        impl = resolve_grouped_matmul(impl)
-        w = self.weights()
-        if impl == "blocks":
-            def one_expert(w_e, x_block, index):
-                block_key = None if key is None else jax.random.fold_in(key, index)
-                return expert_ffn(w_e, x_block, self.activation, self.dtype, self.dropout_rate,
-                                  block_key)
-            return grouped_apply(one_expert, w, x, group_sizes, block_size)
-        ragged = functools.partial(_ragged_matmul, group_sizes=group_sizes)
-        return expert_ffn(w, x, self.activation, self.dtype, self.dropout_rate, key, ragged)
+        return grouped_ffn(self.weights(), x, group_sizes, self.activation, self.dtype,
+                           impl=impl, block_size=block_size, dropout_rate=self.dropout_rate,
+                           key=key)
+
+
+def grouped_ffn(w: Dict[str, jax.Array], x: jax.Array, group_sizes: jax.Array, activation: str,
+                dtype, *, impl: str = "auto", block_size: int = 128, dropout_rate: float = 0.0,
+                key: Optional[jax.Array] = None) -> jax.Array:
+    """Each row of x [N, D] (sorted by expert, group_sizes [E]) through its expert -> [N, D].
+
+    impl: 'ragged_dot' (jax.lax.ragged_dot), 'blocks' (moejax.grouped block-sparse scan) or
+    'auto'. Rows past the last group come back as zeros.
+    """
+    if resolve_grouped_matmul(impl) == "blocks":
+        def one_expert(w_e, x_block, index):
+            block_key = None if key is None else jax.random.fold_in(key, index)
+            return expert_ffn(w_e, x_block, activation, dtype, dropout_rate, block_key)
+        return grouped_apply(one_expert, w, x, group_sizes, block_size)
+    ragged = functools.partial(_ragged_matmul, group_sizes=group_sizes)
+    return expert_ffn(w, x, activation, dtype, dropout_rate, key, ragged)
 
 
 def _ragged_matmul(x: jax.Array, w: jax.Array, group_sizes: jax.Array) -> jax.Array:

@@ -21,7 +21,6 @@ from flax import nnx
 
 from moejax import metrics as metrics_lib
 from moejax.config import MoeConfig
-from moejax.errors import ConfigError
 from moejax.experts import Experts
 from moejax.layer import to_groups
 
@@ -42,10 +41,6 @@ class SoftMoeLayer(nnx.Module):
     """Soft MoE layer with the same (y, stats) interface as MoeLayer."""
 
     def __init__(self, cfg: MoeConfig, model_dim: int, *, rngs: nnx.Rngs):
-        if cfg.causal and not cfg.allow_non_causal_routing:
-            raise ConfigError("moe.router='soft_moe' mixes future tokens into every slot and "
-                              "cannot run in a causal decoder; set "
-                              "moe.allow_non_causal_routing=True to run it anyway")
         self.cfg = cfg
         self.model_dim = model_dim
         self.deterministic = False

@@ -6,6 +6,8 @@ DeepSeek-AI 2024, "DeepSeek-V3 Technical Report", section 2.1.2; Wang et al. 202
 
 from __future__ import annotations
 
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 
@@ -13,14 +15,14 @@ from moejax import losses
 from moejax.routing.types import Assignment, Routing
 
 
-def deepseek_v3_routing(logits: jax.Array, bias: jax.Array, k: int, *,
+def deepseek_v3_routing(logits: jax.Array, bias: Optional[jax.Array], k: int, *,
                         routed_scaling_factor: float = 1.0, renormalize: bool = True,
                         num_expert_groups: int = 1, num_selected_groups: int = 1) -> Routing:
     """s = sigmoid(u·e); experts chosen by top-k of s + b; gates from s alone.
 
     logits: [G, S, E] float32 token-to-expert affinities before the sigmoid.
     bias: [E] selection bias b, used only to choose experts (updated by
-      update_selection_bias, not by gradients).
+      update_selection_bias, not by gradients); None for no bias.
     renormalize: gates g = s_chosen / Σ s_chosen (DeepSeek-V3 does); then times
       routed_scaling_factor.
     num_expert_groups / num_selected_groups: group-limited routing: a token uses only experts
@@ -28,7 +30,7 @@ def deepseek_v3_routing(logits: jax.Array, bias: jax.Array, k: int, *,
     """
     num_experts = logits.shape[-1]
     affinity = jax.nn.sigmoid(logits)                                      # [G, S, E]
-    choice_score = affinity + bias                                          # [G, S, E]
+    choice_score = affinity if bias is None else affinity + bias            # [G, S, E]
     if num_expert_groups > 1:
         per_group = num_experts // num_expert_groups
         grouped = choice_score.reshape(*choice_score.shape[:-1], num_expert_groups, per_group)
