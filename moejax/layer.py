@@ -62,7 +62,7 @@ class MoeLayer(nnx.Module):
         self.cfg = cfg
         self.model_dim = model_dim
         self.deterministic = False
-        self.rngs = rngs
+        self.rngs = rngs.fork()  # its own keys (per layer under nnx.vmap)
         self.router = Router(cfg, model_dim, rngs=rngs)
         self.experts = Experts(cfg.num_experts, model_dim, cfg.hidden_dim,
                                activation=cfg.activation, init_scale=cfg.expert_init_scale,

@@ -44,7 +44,7 @@ class SoftMoeLayer(nnx.Module):
         self.cfg = cfg
         self.model_dim = model_dim
         self.deterministic = False
-        self.rngs = rngs
+        self.rngs = rngs.fork()  # its own keys (per layer under nnx.vmap)
         num_slots = cfg.num_experts * cfg.slots_per_expert
         init = jax.nn.initializers.normal(model_dim ** -0.5)
         self.phi = nnx.Param(init(rngs.params(), (model_dim, num_slots), jnp.float32),

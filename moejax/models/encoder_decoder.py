@@ -1,0 +1,80 @@
+"""T5.1.1-style encoder-decoder (Raffel et al. 2020) with MoE FFNs (Switch, ST-MoE)."""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from moejax.models.attention import RelativePositionBias, attention_mask
+from moejax.models.block import Block, LayerInputs
+from moejax.models.config import ModelConfig, ffn_pattern
+from moejax.models.layers import Embed, RMSNorm
+from moejax.models.stack import LayerStack
+
+
+class EncoderDecoder(nnx.Module):
+    """Encoder (bidirectional) and decoder (causal, cross-attending) sharing one embedding.
+
+    Relative position biases are learned per stack and shared by its layers, as in T5.
+    Returns logits [B, Ld, V] (float32) and the MoE stats of the encoder then the decoder,
+    stacked per MoE layer.
+    """
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.embed = Embed(cfg.vocab_size, cfg.d_model, rngs=rngs)
+        bias = lambda bidirectional: RelativePositionBias(
+            cfg.num_heads, bidirectional=bidirectional, num_buckets=cfg.relative_num_buckets,
+            max_distance=cfg.relative_max_distance, rngs=rngs)
+        self.encoder_bias = bias(True)
+        self.decoder_bias = bias(False)
+        self.encoder = LayerStack(
+            ffn_pattern(cfg, cfg.num_encoder_layers),
+            lambda kind, rngs: Block(cfg, kind, causal=False, cross=False, rngs=rngs),
+            scan=cfg.scan_layers, rngs=rngs)
+        self.decoder = LayerStack(
+            ffn_pattern(cfg, cfg.num_decoder_layers),
+            lambda kind, rngs: Block(cfg, kind, causal=True, cross=True, rngs=rngs),
+            scan=cfg.scan_layers, rngs=rngs)
+        self.encoder_norm = RMSNorm(cfg.d_model)
+        self.decoder_norm = RMSNorm(cfg.d_model)
+        self.head = nnx.data(None if cfg.tie_embeddings else nnx.Param(
+            jax.nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")(
+                rngs.params(), (cfg.d_model, cfg.vocab_size)), logical_axes=("embed", "vocab")))
+        self.dropout = nnx.Dropout(cfg.dropout_rate, rngs=rngs)
+
+    def __call__(self, encoder_tokens: jax.Array, decoder_tokens: jax.Array, *,
+                 encoder_segment_ids=None, decoder_segment_ids=None,
+                 deterministic: bool = False) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+        dtype = self.cfg.dtype
+        if encoder_segment_ids is None:
+            encoder_segment_ids = jnp.ones(encoder_tokens.shape, jnp.int32)
+        if decoder_segment_ids is None:
+            decoder_segment_ids = jnp.ones(decoder_tokens.shape, jnp.int32)
+        le, ld = encoder_tokens.shape[1], decoder_tokens.shape[1]
+        drop = lambda y: self.dropout(y, deterministic=deterministic)
+
+        x = drop(self.embed(encoder_tokens, dtype))
+        enc_inputs = LayerInputs(
+            self_mask=attention_mask(encoder_segment_ids, encoder_segment_ids, causal=False),
+            self_bias=self.encoder_bias(le, le))
+        x, enc_stats = self.encoder(x, enc_inputs, deterministic)
+        context = drop(self.encoder_norm(x))                                # [B, Le, D]
+
+        y = drop(self.embed(decoder_tokens, dtype))
+        dec_inputs = LayerInputs(
+            self_mask=attention_mask(decoder_segment_ids, decoder_segment_ids, causal=True),
+            self_bias=self.decoder_bias(ld, ld), context=context,
+            cross_mask=attention_mask(decoder_segment_ids, encoder_segment_ids, causal=False))
+        y, dec_stats = self.decoder(y, dec_inputs, deterministic)
+        y = drop(self.decoder_norm(y))
+        if self.head is None:
+            logits = self.embed.attend(y)
+        else:
+            logits = jnp.einsum("bld,dv->blv", y, self.head[...].astype(y.dtype))
+        stats = {k: jnp.concatenate([enc_stats[k], dec_stats[k]]) for k in enc_stats
+                 if k in dec_stats} if enc_stats and dec_stats else (enc_stats or dec_stats)
+        return logits.astype(jnp.float32), stats

@@ -1,0 +1,116 @@
+"""A stack of layers run under nnx.scan, with every MoE layer's stats collected per layer.
+
+The FFN pattern (e.g. dense, moe, dense, moe) is cut into a repeating super-block (dense, moe)
+whose parameters are stacked along a leading axis and scanned over; a pattern that does not
+repeat (top/bottom layouts, explicit lists) is cut into runs of one kind, each scanned. The
+stats of the MoE layers come out stacked in layer order: stats[key] has shape [num_moe, ...].
+With scan_layers=False the same stacked parameters run in a Python loop (one copy of the layer
+per depth in the compiled program), so checkpoints do not depend on the choice.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from moejax.models.block import LayerInputs
+
+
+def segments(pattern: Sequence[str]) -> List[Tuple[Tuple[str, ...], int]]:
+    """Cuts a layer pattern into (super-block kinds, repeats) pieces, in order."""
+    n = len(pattern)
+    for period in range(1, n + 1):
+        if n % period == 0 and all(pattern[i] == pattern[i % period] for i in range(n)):
+            if period < n or n == 1:
+                return [(tuple(pattern[:period]), n // period)]
+            break
+    runs: List[Tuple[Tuple[str, ...], int]] = []
+    for kind in pattern:
+        if runs and runs[-1][0] == (kind,):
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append(((kind,), 1))
+    return runs
+
+
+class SuperBlock(nnx.Module):
+    """A few consecutive layers (one period of the pattern)."""
+
+    def __init__(self, kinds: Tuple[str, ...], make_block: Callable, rngs: nnx.Rngs):
+        self.layers = nnx.List([make_block(kind, rngs) for kind in kinds])
+
+    def __call__(self, x, inputs: LayerInputs, deterministic: bool):
+        stats = []
+        for layer in self.layers:
+            x, s = layer(x, inputs, deterministic)
+            if layer.is_moe:
+                stats.append(s)
+        return x, stats
+
+
+class Segment(nnx.Module):
+    """`repeats` copies of one SuperBlock with stacked parameters."""
+
+    def __init__(self, kinds, repeats: int, make_block: Callable, scan: bool, rngs: nnx.Rngs):
+        self.repeats = repeats
+        self.scan = scan
+
+        @nnx.split_rngs(splits=repeats)
+        @nnx.vmap(in_axes=(0,), out_axes=0)
+        def create(rngs):
+            return SuperBlock(kinds, make_block, rngs)
+
+        self.blocks = create(rngs)
+
+    def __call__(self, x, inputs: LayerInputs, deterministic: bool):
+        if self.scan:
+            @nnx.scan(in_axes=(nnx.Carry, 0, None), out_axes=(nnx.Carry, 0))
+            def body(x, block, inputs):
+                return block(x, inputs, deterministic)
+            x, stats = body(x, self.blocks, inputs)
+        else:
+            graphdef, state = nnx.split(self.blocks)
+            outs, states = [], []
+            for i in range(self.repeats):
+                block = nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state))
+                x, s = block(x, inputs, deterministic)
+                outs.append(s)
+                states.append(nnx.state(block))
+            nnx.update(self.blocks, jax.tree.map(lambda *a: jnp.stack(a), *states))
+            stats = jax.tree.map(lambda *a: jnp.stack(a), *outs)
+        return x, layer_order(stats)
+
+
+def layer_order(stats: List[Dict[str, jax.Array]]) -> Dict[str, jax.Array]:
+    """Per-MoE-layer-of-the-super-block dicts of [repeats, ...] -> one dict [repeats·m, ...].
+
+    Layer r·m + j of the segment is MoE layer j of repeat r.
+    """
+    if not stats:
+        return {}
+    return {k: jnp.stack([s[k] for s in stats], axis=1).reshape(-1, *stats[0][k].shape[1:])
+            for k in stats[0]}
+
+
+class LayerStack(nnx.Module):
+    """All layers of an encoder or decoder, with MoE stats stacked in layer order."""
+
+    def __init__(self, pattern: Sequence[str], make_block: Callable, *, scan: bool,
+                 rngs: nnx.Rngs):
+        self.pattern = tuple(pattern)
+        self.segments = nnx.List([Segment(kinds, reps, make_block, scan, rngs)
+                                  for kinds, reps in segments(pattern)])
+
+    def __call__(self, x, inputs: LayerInputs, deterministic: bool
+                 ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+        collected = []
+        for segment in self.segments:
+            x, stats = segment(x, inputs, deterministic)
+            if stats:
+                collected.append(stats)
+        if not collected:
+            return x, {}
+        return x, {k: jnp.concatenate([s[k] for s in collected]) for k in collected[0]}
