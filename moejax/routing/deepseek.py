@@ -59,7 +59,9 @@ def update_selection_bias(bias: jax.Array, expert_counts: jax.Array, rate: float
     An overloaded expert's bias drops by γ, an underloaded one's rises by γ. Applied by the
     train step after each optimizer update (it is a state update, not a gradient).
 
-    bias: [E]; expert_counts: [E] tokens routed to each expert in the step's batch.
+    bias: [..., E]; expert_counts: [..., E] tokens routed to each expert in the step's batch
+      (leading axes, e.g. stacked layers, are independent).
     """
     counts = expert_counts.astype(jnp.float32)
-    return bias + rate * jnp.sign(jnp.mean(counts) - counts).astype(bias.dtype)
+    mean = jnp.mean(counts, axis=-1, keepdims=True)
+    return bias + rate * jnp.sign(mean - counts).astype(bias.dtype)

@@ -1,0 +1,95 @@
+"""Shared pieces of the paper configs: the base config and the two backbones at each size.
+
+`tiny` trains on the embedded English corpus (byte tokens) on a 2-core CPU in minutes. Paper
+sizes follow the papers' tables and expect C4 prepared for tfds (set --config.data.data_dir to
+its gs:// directory) and the T5 SentencePiece model (--config.data.spm_model_path).
+"""
+
+from moejax.train.config import base_config
+
+# T5.1.1 sizes (Raffel et al. 2020; Switch Transformer Table 9): layers per stack, d_model,
+# d_ff, heads, head_dim.
+T5_SIZES = {
+    "tiny": dict(layers=2, d_model=128, d_ff=256, heads=4, head_dim=32),
+    "base": dict(layers=12, d_model=768, d_ff=2048, heads=12, head_dim=64),
+    "large": dict(layers=24, d_model=1024, d_ff=2816, heads=16, head_dim=64),
+}
+# Decoder-only sizes: tiny, then GLaM's smallest dense-equivalent rows.
+DECODER_SIZES = {
+    "tiny": dict(layers=4, d_model=128, d_ff=256, heads=4, head_dim=32),
+    "base": dict(layers=12, d_model=768, d_ff=3072, heads=12, head_dim=64),
+    "large": dict(layers=24, d_model=1024, d_ff=4096, heads=16, head_dim=64),
+}
+
+
+def base():
+    return base_config()
+
+
+def _check_size(arg, sizes):
+    if arg not in sizes:
+        raise ValueError(f"config size {arg!r} is not one of {', '.join(sizes)}")
+
+
+def _paper_data(config, objective, seq_length, batch_size, targets_length=None):
+    config.data.update(tfds_name="c4/en:3.0.1", tokenizer="sentencepiece", objective=objective,
+                       seq_length=seq_length, batch_size=batch_size,
+                       shuffle_buffer_size=10_000)
+    if targets_length:
+        config.data.targets_length = targets_length
+    config.data.train_split = "train"
+    config.data.eval_split = "validation"
+
+
+def _tiny_training(config, steps=600):
+    config.data.update(seq_length=128, batch_size=16)
+    config.optimizer.update(name="adafactor", learning_rate=0.01, schedule="rsqrt",
+                            warmup_steps=100)
+    config.train.update(num_steps=steps, log_every=25, eval_every=200, eval_batches=8,
+                        checkpoint_every=200)
+
+
+def t5_backbone(config, arg, *, num_experts):
+    """T5.1.1 encoder-decoder with span corruption; num_experts: {size: E}."""
+    _check_size(arg, T5_SIZES)
+    s = T5_SIZES[arg]
+    config.model.update(arch="encoder_decoder", num_encoder_layers=s["layers"],
+                        num_decoder_layers=s["layers"], d_model=s["d_model"], d_ff=s["d_ff"],
+                        num_heads=s["heads"], head_dim=s["head_dim"], activation="gelu"
+                        if config.model.activation == "relu" else config.model.activation)
+    config.moe.update(num_experts=num_experts.get(arg, num_experts["base"]),
+                      hidden_dim=s["d_ff"])
+    config.data.objective = "span_corruption"
+    if arg == "tiny":
+        _tiny_training(config)
+        config.data.targets_length = None
+        return
+    # Switch/T5 pre-training: 512 input tokens, 114 targets, 2^20 tokens per batch, Adafactor
+    # with T5's inverse square root schedule (0.01 for the first 10k steps).
+    _paper_data(config, "span_corruption", 512, 2048, targets_length=114)
+    config.optimizer.update(name="adafactor", learning_rate=0.01, schedule="rsqrt",
+                            warmup_steps=10_000)
+    config.train.update(num_steps=100_000, log_every=100, eval_every=5000, eval_batches=50,
+                        checkpoint_every=5000)
+    config.moe.group_size = 8192
+
+
+def decoder_backbone(config, arg, *, num_experts):
+    """Decoder-only causal LM (GLaM, Mixtral, DeepSeek); num_experts: {size: E}."""
+    _check_size(arg, DECODER_SIZES)
+    s = DECODER_SIZES[arg]
+    config.model.update(arch="decoder", num_layers=s["layers"], d_model=s["d_model"],
+                        d_ff=s["d_ff"], num_heads=s["heads"], head_dim=s["head_dim"])
+    config.moe.update(num_experts=num_experts.get(arg, num_experts["base"]),
+                      hidden_dim=config.moe.hidden_dim if arg == "tiny" else s["d_ff"],
+                      causal=True)
+    config.data.objective = "causal_lm"
+    if arg == "tiny":
+        _tiny_training(config)
+        config.moe.hidden_dim = s["d_ff"]
+        return
+    _paper_data(config, "causal_lm", 1024, 1024)
+    config.optimizer.update(name="adafactor", learning_rate=0.01, schedule="rsqrt",
+                            warmup_steps=10_000)
+    config.train.update(num_steps=100_000, log_every=100, eval_every=5000, eval_batches=50,
+                        checkpoint_every=5000)

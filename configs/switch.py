@@ -1,0 +1,19 @@
+"""Switch Transformer (Fedus et al. 2021): top-1 routing, T5 encoder-decoder backbone.
+
+    python -m experiments.train --config=configs/switch.py:tiny --workdir=DIR
+
+Sizes: tiny (2-core CPU, minutes), base (Switch-Base: T5-Base with 128 experts in every other
+FFN, capacity factor 1.25 train / 2.0 eval, α = 0.01, init scale 0.1, Adafactor).
+"""
+
+from configs import common
+
+
+def get_config(arg: str = "tiny"):
+    config = common.base()
+    config.moe.update(router="top_k", num_selected_experts=1, capacity_factor=1.25,
+                      eval_capacity_factor=2.0, load_balance_loss=0.01, expert_init_scale=0.1,
+                      router_init_std=0.02, min_capacity=4)
+    config.model.update(moe_layout="every", moe_every=2)
+    common.t5_backbone(config, arg, num_experts={"tiny": 8, "base": 128})
+    return config

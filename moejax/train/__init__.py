@@ -1,0 +1,1 @@
+"""Training: experiment config, optimisers, loss, train/eval steps, checkpoints, logs, plots."""

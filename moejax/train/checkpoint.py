@@ -1,0 +1,74 @@
+"""orbax checkpoints of the whole training state: model, optimizer, data iterator, RNG streams."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from moejax.errors import ConfigError
+
+
+def _is_key(x) -> bool:
+    return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def to_saveable(state: nnx.State) -> Dict[str, Any]:
+    """Pure nested dict of arrays; typed PRNG keys become their raw uint32 data."""
+    pure = nnx.to_pure_dict(state)
+    return jax.tree.map(lambda x: jax.random.key_data(x) if _is_key(x) else x, pure)
+
+
+def restore_into(node: nnx.Module, saved: Dict[str, Any]) -> None:
+    """Writes a to_saveable() dict back into a module or optimizer (re-wrapping PRNG keys)."""
+    state = nnx.state(node)
+    template = nnx.to_pure_dict(state)
+    values = jax.tree.map(lambda t, s: jax.random.wrap_key_data(s) if _is_key(t) else
+                          jnp.asarray(s, t.dtype), template, saved)
+    nnx.replace_by_pure_dict(state, values)
+    nnx.update(node, state)
+
+
+class Checkpointer:
+    """CheckpointManager in WORKDIR/checkpoints keeping the last `keep` steps."""
+
+    def __init__(self, workdir: str, keep: int):
+        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+    def latest_step(self) -> Optional[int]:
+        return self.manager.latest_step()
+
+    def save(self, step: int, model: nnx.Module, optimizer: nnx.Optimizer,
+             data_state: Dict[str, Any], config_json: str) -> None:
+        tree = {"model": to_saveable(nnx.state(model)),
+                "optimizer": to_saveable(nnx.state(optimizer))}
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(tree), data=ocp.args.JsonSave(data_state),
+            config=ocp.args.JsonSave({"config": config_json})), force=True)
+        self.manager.wait_until_finished()
+
+    def restore(self, step: int, model: nnx.Module, optimizer: nnx.Optimizer
+                ) -> Tuple[Dict[str, Any], str]:
+        """Loads step into model and optimizer; returns (data iterator state, config JSON)."""
+        template = {"model": to_saveable(nnx.state(model)),
+                    "optimizer": to_saveable(nnx.state(optimizer))}
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore(),
+                config=ocp.args.JsonRestore()))
+        except Exception as err:   # orbax raises many types for missing/corrupt/mismatched files
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(
+                f"checkpoint {os.path.join(self.directory, str(step))} cannot be restored "
+                f"({type(err).__name__}: {first[:200]}); move it aside to start from the "
+                f"previous one, or use a new --workdir") from err
+        restore_into(model, restored.state["model"])
+        restore_into(optimizer, restored.state["optimizer"])
+        return restored.data, restored.config["config"]

@@ -1,0 +1,73 @@
+"""The experiment config: model, moe, data, optimizer and train sections of one ConfigDict.
+
+`base_config()` holds every field with its default, so any of them can be overridden on the
+command line (`--config.moe.num_experts=32`). `resolve(config)` validates all sections and
+returns the typed model config, failing with one ConfigError line before anything compiles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import ml_collections
+
+from moejax.config import MoeConfig
+from moejax.data import config as data_config
+from moejax.errors import check, check_choice
+from moejax.models.config import ModelConfig
+
+ARCH_OBJECTIVES = {"decoder": "causal_lm", "encoder_decoder": "span_corruption"}
+
+
+def _section(cls, skip=()) -> ml_collections.ConfigDict:
+    """A ConfigDict of a config dataclass's defaults (None fields become typed placeholders)."""
+    section = ml_collections.ConfigDict()
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if field.name in skip:
+            continue
+        default = (field.default_factory() if field.default is dataclasses.MISSING
+                   else field.default)
+        if default is None:
+            inner = [a for a in typing.get_args(hints[field.name]) if a is not type(None)]
+            default = ml_collections.config_dict.placeholder(inner[0] if inner else object)
+        section[field.name] = default
+    return section
+
+
+def base_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.model = _section(ModelConfig, skip=("moe",))
+    config.model.vocab_size = ml_collections.config_dict.placeholder(int)  # None: tokenizer's
+    config.moe = _section(MoeConfig)
+    config.data = data_config.default_data_config()
+    config.optimizer = ml_collections.ConfigDict(dict(
+        name="adafactor", learning_rate=0.01, schedule="rsqrt", warmup_steps=100,
+        weight_decay=0.0, b1=0.9, b2=0.99, grad_clip_norm=0.0))
+    config.train = ml_collections.ConfigDict(dict(
+        num_steps=1000, log_every=50, eval_every=250, eval_batches=8, checkpoint_every=250,
+        keep_checkpoints=3, seed=0, z_loss=1e-4))
+    return config
+
+
+def resolve(config, vocab_size: int) -> ModelConfig:
+    """Validates every section; returns the ModelConfig (with the tokenizer's vocab size)."""
+    data_config.validate(config.data)
+    model = dict(config.model.items())
+    if model.get("vocab_size") is None:
+        model["vocab_size"] = vocab_size
+    check(model["vocab_size"] >= vocab_size,
+          f"model.vocab_size={model['vocab_size']} is smaller than the tokenizer's {vocab_size}; "
+          "raise it or leave it unset")
+    model_cfg = ModelConfig.from_dict({**model, "moe": MoeConfig.from_dict(config.moe)})
+    check(ARCH_OBJECTIVES[model_cfg.arch] == config.data.objective,
+          f"data.objective={config.data.objective!r} does not fit model.arch="
+          f"{model_cfg.arch!r}; use {ARCH_OBJECTIVES[model_cfg.arch]!r}")
+    t = config.train
+    for name in ("num_steps", "log_every", "eval_every", "eval_batches", "checkpoint_every",
+                 "keep_checkpoints"):
+        check(isinstance(t[name], int) and t[name] >= 1, f"train.{name}={t[name]!r} must be an integer >= 1")
+    check(t.z_loss >= 0, f"train.z_loss={t.z_loss!r} must be >= 0")
+    check_choice("optimizer.name", config.optimizer.name, ("adafactor", "adamw"))
+    return model_cfg

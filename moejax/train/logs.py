@@ -1,0 +1,93 @@
+"""Where training metrics go: a JSONL log, TensorBoard event files and a progress line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, Mapping
+
+import numpy as np
+
+
+def to_python(value: Any) -> Any:
+    """NumPy/JAX arrays -> floats or nested lists for JSON."""
+    arr = np.asarray(value)
+    return arr.item() if arr.ndim == 0 else arr.tolist()
+
+
+class MetricsLog:
+    """Appends {'step', 'split', ...} records to WORKDIR/metrics.jsonl and TensorBoard.
+
+    On resume from step s, records after s (written before an interruption, about to be
+    recomputed) are dropped so the log holds each step once.
+    """
+
+    def __init__(self, workdir: str, resume_step: int = 0):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        if os.path.exists(self.path):
+            with open(self.path, encoding="utf-8") as f:
+                kept = [line for line in f if line.strip()
+                        and json.loads(line)["step"] <= resume_step]
+            with open(self.path, "w", encoding="utf-8") as f:
+                f.writelines(kept)
+        from tensorboardX import SummaryWriter   # imported here: optional for library users
+        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> Dict[str, Any]:
+        record = {"step": int(step), "split": split,
+                  **{k: to_python(v) for k, v in metrics.items()}}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        for key, value in record.items():
+            if key in ("step", "split"):
+                continue
+            arr = np.asarray(value, dtype=np.float64)
+            if arr.ndim == 0:
+                self.tb.add_scalar(f"{split}/{key}", float(arr), step)
+            elif arr.ndim == 1:                    # one value per MoE layer
+                for layer, v in enumerate(arr):
+                    self.tb.add_scalar(f"{split}/{key}/layer_{layer}", float(v), step)
+        self.tb.flush()
+        return record
+
+    def close(self) -> None:
+        self.tb.close()
+
+
+def read_log(workdir: str):
+    path = os.path.join(workdir, "metrics.jsonl")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class Progress:
+    """step 120/1000 | loss 3.412 | 4.1 steps/s | 8.4k tokens/s | ETA 3m34s."""
+
+    def __init__(self, total_steps: int, start_step: int, tokens_per_step: int):
+        self.total = total_steps
+        self.tokens_per_step = tokens_per_step
+        self.last_time = time.perf_counter()
+        self.last_step = start_step
+
+    def line(self, step: int, loss: float) -> str:
+        now = time.perf_counter()
+        rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
+        self.last_time, self.last_step = now, step
+        eta = (self.total - step) / rate if rate > 0 else float("inf")
+        tokens = rate * self.tokens_per_step
+        return (f"step {step}/{self.total} | loss {loss:.4f} | {rate:.2f} steps/s | "
+                f"{tokens / 1000:.1f}k tokens/s | ETA {_duration(eta)}")
+
+    @staticmethod
+    def show(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "?"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

@@ -1,0 +1,120 @@
+"""Optimisers and learning-rate schedules of the Google MoE papers (Adafactor) and AdamW.
+
+Adafactor (Shazeer & Stern 2018) factors each weight matrix's second moment into row and column
+statistics. optax factors the two largest axes of an array, which for stacked expert weights
+[E, D, F] (or scanned layers [L, ...]) can be the expert or layer axis; moejax instead treats the
+`layers` and `expert` axes as batch axes, so every expert matrix of every layer gets its own
+row/column statistics, as in mesh-tensorflow/t5x for MoE.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from moejax.errors import check, check_choice
+
+OPTIMIZERS = ("adafactor", "adamw")
+SCHEDULES = ("rsqrt", "cosine", "constant")
+
+
+def learning_rate_schedule(name: str, base: float, warmup_steps: int, total_steps: int
+                           ) -> Callable[[jax.Array], jax.Array]:
+    """rsqrt: T5's base / sqrt(max(step, warmup)) (constant during warm-up, as in T5);
+    cosine: linear warm-up then cosine decay to 0 at total_steps; constant."""
+    check_choice("optimizer.schedule", name, SCHEDULES)
+    if name == "rsqrt":
+        return lambda step: base / jnp.sqrt(jnp.maximum(step, max(warmup_steps, 1)).astype(jnp.float32))
+    if name == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, base, max(warmup_steps, 1),
+                                                  max(total_steps, warmup_steps + 1))
+    return optax.constant_schedule(base)
+
+
+def batch_axes(variable: nnx.Variable) -> tuple:
+    """Axes of a parameter that index independent matrices: scanned-layer axes and `expert`."""
+    value = variable[...]
+    names = variable.get_metadata().get("logical_axes") or ()
+    extra = value.ndim - len(names)                    # leading axes added by nnx.vmap (layers)
+    axes = list(range(extra))
+    axes += [extra + i for i, n in enumerate(names) if n == "expert" and value.ndim - extra > 2]
+    return tuple(axes)
+
+
+def per_matrix(inner: optax.GradientTransformation, leaf_axes: List[tuple]
+               ) -> optax.GradientTransformation:
+    """Applies `inner` to every matrix of every parameter independently.
+
+    leaf_axes: for each parameter leaf (in jax.tree.leaves order) its batch axes, which are
+    vmapped over so that `inner` only sees the remaining matrix.
+    """
+
+    def to_batch(x, axes):
+        moved = jnp.moveaxis(x, axes, tuple(range(len(axes))))
+        return moved.reshape((-1,) + moved.shape[len(axes):])
+
+    def from_batch(x, axes, shape):
+        lead = tuple(shape[a] for a in axes)
+        rest = tuple(s for i, s in enumerate(shape) if i not in axes)
+        return jnp.moveaxis(x.reshape(lead + rest), tuple(range(len(axes))), axes)
+
+    def init(params):
+        leaves = jax.tree.leaves(params)
+        check(len(leaves) == len(leaf_axes), "optimizer: parameter tree changed since it was built")
+        return [jax.vmap(inner.init)(to_batch(p, a)) if a else inner.init(p)
+                for p, a in zip(leaves, leaf_axes)]
+
+    def update(updates, state, params=None):
+        leaves_u, treedef = jax.tree.flatten(updates)
+        leaves_p = jax.tree.leaves(params)
+        new_u, new_s = [], []
+        for u, s, p, axes in zip(leaves_u, state, leaves_p, leaf_axes):
+            if axes:
+                bu, bs = jax.vmap(inner.update)(to_batch(u, axes), s, to_batch(p, axes))
+                bu = from_batch(bu, axes, u.shape)
+            else:
+                bu, bs = inner.update(u, s, p)
+            new_u.append(bu)
+            new_s.append(bs)
+        return treedef.unflatten(new_u), new_s
+
+    return optax.GradientTransformation(init, update)
+
+
+def adafactor(learning_rate, leaf_axes: List[tuple], *, decay_rate: float = 0.8,
+              clipping_threshold: float = 1.0, min_dim_size_to_factor: int = 128,
+              multiply_by_parameter_scale: bool = True) -> optax.GradientTransformation:
+    """Adafactor without momentum (β1 = 0), update clipping 1.0, parameter-scaled steps (T5)."""
+    chain = [per_matrix(optax.scale_by_factored_rms(
+        factored=True, decay_rate=decay_rate, min_dim_size_to_factor=min_dim_size_to_factor),
+        leaf_axes)]
+    if clipping_threshold:
+        chain.append(optax.clip_by_block_rms(clipping_threshold))
+    chain.append(optax.scale_by_learning_rate(learning_rate))
+    if multiply_by_parameter_scale:
+        chain.append(optax.scale_by_param_block_rms())
+    return optax.chain(*chain)
+
+
+def make_optimizer(cfg, model: nnx.Module, total_steps: int) -> nnx.Optimizer:
+    """nnx.Optimizer over the model's Params from the `optimizer` config section.
+
+    cfg fields: name (adafactor/adamw), learning_rate, schedule (rsqrt/cosine/constant),
+    warmup_steps, weight_decay (adamw), b1, b2 (adamw), grad_clip_norm (0 = off).
+    """
+    check_choice("optimizer.name", cfg.name, OPTIMIZERS)
+    check(cfg.learning_rate > 0, f"optimizer.learning_rate={cfg.learning_rate!r} must be > 0")
+    lr = learning_rate_schedule(cfg.schedule, cfg.learning_rate, cfg.warmup_steps, total_steps)
+    if cfg.name == "adafactor":
+        variables = jax.tree.leaves(nnx.state(model, nnx.Param),
+                                    is_leaf=lambda x: isinstance(x, nnx.Variable))
+        tx = adafactor(lr, [batch_axes(v) for v in variables])
+    else:
+        tx = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay)
+    if cfg.grad_clip_norm:
+        tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), tx)
+    return nnx.Optimizer(model, tx, wrt=nnx.Param)

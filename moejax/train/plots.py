@@ -1,0 +1,65 @@
+"""PNG plots of a training run from its metrics.jsonl: loss curves and expert load per layer."""
+
+from __future__ import annotations
+
+import os
+from typing import List
+
+import numpy as np
+
+from moejax.train.logs import read_log
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_run(workdir: str) -> List[str]:
+    """Writes WORKDIR/plots/loss.png and expert_load.png (if the model has MoE layers)."""
+    plt = _pyplot()
+    records = read_log(workdir)
+    out = os.path.join(workdir, "plots")
+    os.makedirs(out, exist_ok=True)
+    written = []
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for split, key in (("train", "cross_entropy"), ("eval", "cross_entropy")):
+        rows = [r for r in records if r["split"] == split and key in r]
+        if rows:
+            ax.plot([r["step"] for r in rows], [r[key] for r in rows],
+                    marker="o" if split == "eval" else None, label=f"{split} {key}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.set_title(os.path.basename(os.path.abspath(workdir)))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path = os.path.join(out, "loss.png")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+
+    rows = [r for r in records if r["split"] == "train" and "moe/tokens_per_expert" in r]
+    if rows:
+        load = np.asarray([r["moe/tokens_per_expert"] for r in rows])    # [T, layers, E]
+        steps = [r["step"] for r in rows]
+        num_layers = load.shape[1]
+        fig, axes = plt.subplots(num_layers, 1, figsize=(7, 1.2 + 1.6 * num_layers),
+                                 squeeze=False)
+        for layer in range(num_layers):
+            ax = axes[layer, 0]
+            image = ax.imshow(load[:, layer].T, aspect="auto", cmap="viridis", origin="lower",
+                              extent=(steps[0], steps[-1], -0.5, load.shape[2] - 0.5))
+            ax.set_ylabel(f"MoE layer {layer}\nexpert")
+            fig.colorbar(image, ax=ax, label="fraction of tokens")
+        axes[-1, 0].set_xlabel("step")
+        fig.suptitle("tokens per expert")
+        path = os.path.join(out, "expert_load.png")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -1,0 +1,139 @@
+"""The training loop: resume, train, evaluate, log, checkpoint, plot.
+
+    workdir/checkpoints/<step>/   orbax: model, optimizer, RNG streams, data iterator, config
+    workdir/metrics.jsonl         one record per log/eval step (train and eval splits)
+    workdir/tensorboard/          TensorBoard event files
+    workdir/plots/*.png           loss curves and expert load per MoE layer (at the end)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from typing import Any, Dict
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from moejax.data import make_pipeline, make_tokenizer
+from moejax.models import build_model
+from moejax.train import plots
+from moejax.train.checkpoint import Checkpointer
+from moejax.train.config import resolve
+from moejax.train.logs import MetricsLog, Progress
+from moejax.train.optimizer import make_optimizer
+from moejax.train.step import eval_step, train_step
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+class _Preemption:
+    """Turns SIGTERM (TPU preemption, scheduler stop) into a flag the loop checks each step."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self):
+        self.previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self.previous)
+
+
+def count_params(model: nnx.Module) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def evaluate(model, config, z_loss: float) -> Dict[str, Any]:
+    """Token-weighted cross-entropy over the first eval_batches batches of the eval split."""
+    pipeline = make_pipeline(config.data, split=config.data.eval_split, seed=0,
+                             process_index=jax.process_index(),
+                             process_count=jax.process_count(), num_epochs=1)
+    total, weight, moe = 0.0, 0.0, []
+    for i, batch in enumerate(pipeline):
+        if i >= config.train.eval_batches:
+            break
+        ce, w, metrics = eval_step(model, jax.tree.map(jnp.asarray, batch), z_loss)
+        total += float(ce) * float(w)
+        weight += float(w)
+        moe.append(metrics)
+    result = {"cross_entropy": total / max(weight, 1.0)}
+    if moe and moe[0]:
+        result.update({k: np.mean([m[k] for m in moe], axis=0) for k in moe[0]})
+    return result
+
+
+def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
+    """Trains config in workdir (resuming from its latest checkpoint); returns the last eval."""
+    tokenizer = make_tokenizer(config.data)
+    model_cfg = resolve(config, tokenizer.vocab_size)       # every config error before compiling
+    t = config.train
+    os.makedirs(workdir, exist_ok=True)
+    seed = t.seed
+    model = build_model(model_cfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1,
+                                                 routing=seed + 2))
+    optimizer = make_optimizer(config.optimizer, model, t.num_steps)
+    checkpoints = Checkpointer(workdir, t.keep_checkpoints)
+    train_data = make_pipeline(config.data, split=config.data.train_split, seed=seed,
+                               process_index=jax.process_index(),
+                               process_count=jax.process_count())
+    step = checkpoints.latest_step() or 0
+    if step:
+        data_state, _ = checkpoints.restore(step, model, optimizer)
+        train_data.set_state(data_state)
+        Progress.show(f"resumed from {checkpoints.directory}/{step}")
+    log = MetricsLog(workdir, resume_step=step)
+    batch_tokens = config.data.batch_size * config.data.seq_length
+    Progress.show(f"{model_cfg.arch} model, {count_params(model) / 1e6:.2f}M parameters, "
+                  f"router={model_cfg.moe.router}, E={model_cfg.moe.num_experts}, "
+                  f"{t.num_steps} steps of {batch_tokens} tokens -> {workdir}")
+    progress = Progress(t.num_steps, step, batch_tokens)
+    config_json = config.to_json_best_effort()
+    last_eval: Dict[str, Any] = {}
+
+    def save(step):
+        checkpoints.save(step, model, optimizer, train_data.get_state(), config_json)
+
+    with _Preemption() as preemption:
+        while step < t.num_steps:
+            batch = jax.tree.map(jnp.asarray, next(train_data))
+            metrics = train_step(model, optimizer, batch, float(t.z_loss))
+            step += 1
+            loss = float(metrics["loss"])
+            if not math.isfinite(loss):
+                last = checkpoints.latest_step()
+                raise TrainingDiverged(
+                    f"loss is {loss} at step {step}; stopped without saving. The last good "
+                    f"checkpoint is {'step ' + str(last) if last else 'none'} in "
+                    f"{checkpoints.directory}; lower optimizer.learning_rate or add "
+                    f"moe.router_z_loss")
+            if step % t.log_every == 0 or step == t.num_steps:
+                log.write(step, "train", metrics)
+                Progress.show(progress.line(step, loss))
+            if step % t.eval_every == 0 or step == t.num_steps:
+                last_eval = evaluate(model, config, float(t.z_loss))
+                log.write(step, "eval", last_eval)
+                Progress.show(f"eval at step {step}: cross-entropy "
+                              f"{last_eval['cross_entropy']:.4f}")
+            if step % t.checkpoint_every == 0 or step == t.num_steps:
+                save(step)
+            if preemption.requested:
+                save(step)
+                Progress.show(f"SIGTERM: saved step {step} to {checkpoints.directory}; exiting")
+                log.close()
+                return last_eval
+    log.close()
+    written = plots.plot_run(workdir)
+    Progress.show("plots: " + ", ".join(written))
+    return last_eval
