@@ -24,7 +24,8 @@ def expert_capacity(group_size: int, num_experts: int, num_selected_experts: int
     moejax multiplies by k as MaxText does (flaxformer uses round(cf · S / E) without k). An
     expert can hold each token at most once, so more than S slots would stay empty.
     """
-    c = math.ceil(capacity_factor * num_selected_experts * group_size / num_experts)
+    # round() first: 1.1 · 100 / 10 is 11.000000000000002 in floating point, not 12 slots.
+    c = math.ceil(round(capacity_factor * num_selected_experts * group_size / num_experts, 9))
     return int(min(group_size, max(min_capacity, c)))
 
 

@@ -16,6 +16,7 @@ from moejax.errors import ConfigError, check, check_choice
 
 ARCHS = ("decoder", "encoder_decoder")
 LAYOUTS = ("every", "top", "bottom", "list", "none")
+MOE_STACKS = ("all", "encoder", "decoder")
 POSITIONS = ("rope", "relative")
 
 
@@ -28,6 +29,8 @@ class ModelConfig:
     num_heads, head_dim (None: d_model / num_heads), d_ff, activation: attention and dense FFN.
     position: 'rope' or 'relative' (T5 buckets); default by arch.
     tie_embeddings: logits from the input embedding (T5.1.1 does not tie).
+    moe_stacks: which stacks of an encoder-decoder get MoE layers: 'all', 'encoder' (keeps
+      non-causal routers such as expert choice and Soft MoE out of the causal decoder), 'decoder'.
     extra_dense_ffn_after_moe: ST-MoE's dense FFN right after every sparse one.
     scan_layers: run repeated layers under nnx.scan (fast compiles); False unrolls them.
     moe: the MoeConfig of every sparse layer (its `causal` is set per stack).
@@ -55,6 +58,7 @@ class ModelConfig:
     moe_every: int = 2
     num_moe_layers: int = 0
     moe_layer_list: Tuple[int, ...] = ()
+    moe_stacks: str = "all"
     extra_dense_ffn_after_moe: bool = False
     moe: MoeConfig = dataclasses.field(default_factory=MoeConfig)
 
@@ -86,6 +90,7 @@ class ModelConfig:
         p = "model."
         check_choice(p + "arch", self.arch, ARCHS)
         check_choice(p + "moe_layout", self.moe_layout, LAYOUTS)
+        check_choice(p + "moe_stacks", self.moe_stacks, MOE_STACKS)
         check_choice(p + "activation", self.activation, ACTIVATIONS)
         check_choice(p + "dtype", self.dtype, DTYPES)
         if self.position is not None:
@@ -105,8 +110,8 @@ class ModelConfig:
         if self.resolved_position == "rope":
             check(self.resolved_head_dim % 2 == 0,
                   f"{p}head_dim={self.resolved_head_dim} must be even for rotary positions")
-        for depth in self.stack_depths().values():
-            ffn_pattern(self, depth)        # raises on layouts that do not fit the depth
+        for stack, depth in self.stack_depths().items():
+            ffn_pattern(self, depth, stack)  # raises on layouts that do not fit the depth
 
     def stack_depths(self) -> dict:
         if self.arch == "decoder":
@@ -114,10 +119,11 @@ class ModelConfig:
         return {"encoder": self.num_encoder_layers, "decoder": self.num_decoder_layers}
 
 
-def ffn_pattern(cfg: ModelConfig, num_layers: int) -> Tuple[str, ...]:
-    """'dense' or 'moe' for each of num_layers FFNs, from the layout fields."""
+def ffn_pattern(cfg: ModelConfig, num_layers: int, stack: str = "decoder") -> Tuple[str, ...]:
+    """'dense' or 'moe' for each of the num_layers FFNs of `stack`, from the layout fields."""
     p = "model."
-    if cfg.moe_layout == "none":
+    skip = cfg.arch == "encoder_decoder" and cfg.moe_stacks not in ("all", stack)
+    if cfg.moe_layout == "none" or skip:
         moe = set()
     elif cfg.moe_layout == "every":
         moe = {i for i in range(num_layers) if (i + 1) % cfg.moe_every == 0}

@@ -32,11 +32,11 @@ class EncoderDecoder(nnx.Module):
         self.encoder_bias = bias(True)
         self.decoder_bias = bias(False)
         self.encoder = LayerStack(
-            ffn_pattern(cfg, cfg.num_encoder_layers),
+            ffn_pattern(cfg, cfg.num_encoder_layers, "encoder"),
             lambda kind, rngs: Block(cfg, kind, causal=False, cross=False, rngs=rngs),
             scan=cfg.scan_layers, rngs=rngs)
         self.decoder = LayerStack(
-            ffn_pattern(cfg, cfg.num_decoder_layers),
+            ffn_pattern(cfg, cfg.num_decoder_layers, "decoder"),
             lambda kind, rngs: Block(cfg, kind, causal=True, cross=True, rngs=rngs),
             scan=cfg.scan_layers, rngs=rngs)
         self.encoder_norm = RMSNorm(cfg.d_model)

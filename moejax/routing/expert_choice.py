@@ -35,8 +35,10 @@ def expert_choice_routing(logits: jax.Array, capacity: int,
         ei = jnp.arange(num_experts)[None, :, None]
         chosen = jnp.zeros((g, s, num_experts), bool).at[gi, slot_token, ei].set(True)
         chosen_scores = jnp.where(chosen, probs, -jnp.inf)                   # [G, S, E]
-        kth = jax.lax.top_k(chosen_scores, max_experts_per_token)[0][..., -1]  # [G, S]
-        keep_pair = chosen & (probs >= kth[..., None])                        # [G, S, E]
+        # the token's best `cap` experts by rank (ties: lower expert index), not by score
+        _, best = jax.lax.top_k(chosen_scores, max_experts_per_token)         # [G, S, cap]
+        keep_pair = chosen & (jnp.sum(jax.nn.one_hot(best, num_experts, dtype=jnp.int32),
+                                      axis=-2) > 0)                           # [G, S, E]
         keep = keep_pair[gi, slot_token, ei]                                  # [G, E, C]
         slot_token = jnp.where(keep, slot_token, s)
         slot_weight = jnp.where(keep, slot_weight, 0.0)

@@ -21,7 +21,7 @@ def top_k_routing(logits: jax.Array, k: int, *, gate_order: str = "softmax_then_
       or "top_k_then_softmax" (Mixtral: softmax over the k chosen logits only).
     renormalize: divide the chosen gates by their sum (GShard top-2: g1/(g1+g2), g2/(g1+g2)).
     batch_prioritized: V-MoE (Riquelme et al. 2021): tokens take capacity in order of their
-      top-1 gate instead of sequence order.
+      top-1 router probability (max of the softmax over all experts) instead of sequence order.
     """
     probs = jax.nn.softmax(logits, axis=-1)                      # [G, S, E]
     if gate_order == "softmax_then_top_k":
@@ -36,7 +36,7 @@ def top_k_routing(logits: jax.Array, k: int, *, gate_order: str = "softmax_then_
     assignment = Assignment(
         expert_index=expert_index.astype(jnp.int32), gate=gate,
         valid=jnp.ones(gate.shape, bool),
-        priority=gate[..., 0] if batch_prioritized else None)
+        priority=jnp.max(probs, axis=-1) if batch_prioritized else None)
     return Routing(
         probs=probs,
         losses={"load_balance_loss": losses.load_balance_loss(probs, expert_index),
