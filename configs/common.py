@@ -32,9 +32,10 @@ def _check_size(arg, sizes):
 
 
 def _paper_data(config, objective, seq_length, batch_size, targets_length=None):
-    config.data.update(tfds_name="c4/en:3.0.1", tokenizer="sentencepiece", objective=objective,
+    config.data.update(tfds_name="c4/en:3.1.0", tokenizer="sentencepiece", objective=objective,
                        seq_length=seq_length, batch_size=batch_size,
-                       shuffle_buffer_size=10_000)
+                       shuffle_buffer_size=10_000,
+                       spm_model_path="gs://t5-data/vocabs/cc_all.32000/sentencepiece.model")
     if targets_length:
         config.data.targets_length = targets_length
     config.data.train_split = "train"

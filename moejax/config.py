@@ -137,13 +137,7 @@ class MoeConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], prefix: str = "moe") -> "MoeConfig":
         """Builds a config from a mapping (e.g. an ml_collections ConfigDict)."""
-        values = dict(values.items())
-        known = {f.name for f in dataclasses.fields(cls)}
-        for name in values:
-            if name not in known:
-                raise ConfigError(
-                    f"{prefix}.{name} is not a MoeConfig field (known: {', '.join(sorted(known))})")
-        return cls(**values)
+        return dataclass_from_dict(cls, values, prefix)
 
     def replace(self, **changes) -> "MoeConfig":
         return dataclasses.replace(self, **changes)
@@ -222,6 +216,17 @@ class MoeConfig:
         for name in ("load_balance_loss", "router_z_loss", "importance_loss", "load_loss",
                      "sequence_balance_loss"):
             _in_range(p + name, getattr(self, name), 0.0, None, ">= 0")
+
+
+def dataclass_from_dict(cls, values: Mapping[str, Any], prefix: str):
+    """cls(**values), with one ConfigError line for a key that is not one of its fields."""
+    values = dict(values.items())
+    known = {f.name for f in dataclasses.fields(cls)}
+    for name in values:
+        if name not in known:
+            raise ConfigError(f"{prefix}.{name} is not a {cls.__name__} field "
+                              f"(known: {', '.join(sorted(known))})")
+    return cls(**values)
 
 
 def _is_number(value) -> bool:

@@ -1,6 +1,17 @@
-"""Test set-up: 8 virtual CPU devices for sharding tests (set before jax is imported)."""
+"""Test set-up, before jax is imported.
+
+- 8 virtual CPU devices for the sharding tests.
+- XLA backend optimisation off: the tests check numbers, not speed, and compile much faster.
+- A persistent compilation cache for this session only, so the trainer tests that compile the
+  same program again (resume, restarts, subprocesses) load it instead of recompiling.
+"""
 
 import os
+import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="moejax_jit_cache_"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")

@@ -161,3 +161,15 @@ def test_t5_relative_position_buckets():
     # bidirectional: 16 buckets each way, keys after the query offset by 16
     expected = [0, 16 + 3, 3, 16 + 8 + int(np.log(100 / 8) / np.log(16) * 8)]
     np.testing.assert_array_equal(bidir, expected)
+
+
+def test_bfloat16_model_keeps_float32_router_and_logits():
+    cfg = tiny(dtype="bfloat16", moe=MOE.replace(dtype="bfloat16"))
+    model = build_model(cfg, rngs=nnx.Rngs(0))
+    tokens = jax.random.randint(jax.random.key(5), (2, 12), 0, 64)
+    logits, stats = _forward(model, "decoder", tokens, True)
+    assert logits.dtype == jnp.float32 and stats["router_z"].dtype == jnp.float32
+    reference = build_model(tiny(), rngs=nnx.Rngs(0))
+    logits32, stats32 = _forward(reference, "decoder", tokens, True)
+    # same parameters, bf16 matmuls: close to the float32 model, not equal
+    assert 0 < float(jnp.max(jnp.abs(logits - logits32))) < 0.5

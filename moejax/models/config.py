@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Optional, Tuple
 
-from moejax.config import ACTIVATIONS, DTYPES, MoeConfig
-from moejax.errors import ConfigError, check, check_choice
+from moejax.config import ACTIVATIONS, DTYPES, MoeConfig, dataclass_from_dict
+from moejax.errors import check, check_choice
 
 ARCHS = ("decoder", "encoder_decoder")
 LAYOUTS = ("every", "top", "bottom", "list", "none")
@@ -70,13 +70,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
-        values = dict(values.items())
-        known = {f.name for f in dataclasses.fields(cls)}
-        for name in values:
-            if name not in known:
-                raise ConfigError(f"model.{name} is not a ModelConfig field "
-                                  f"(known: {', '.join(sorted(known))})")
-        return cls(**values)
+        return dataclass_from_dict(cls, values, "model")
 
     @property
     def resolved_position(self) -> str:

@@ -67,8 +67,9 @@ class Checkpointer:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ConfigError(
                 f"checkpoint {os.path.join(self.directory, str(step))} cannot be restored "
-                f"({type(err).__name__}: {first[:200]}); move it aside to start from the "
-                f"previous one, or use a new --workdir") from err
+                f"({type(err).__name__}: {first[:200]}): it is damaged or was written with a "
+                f"different model config; use a new --workdir, or move it aside to resume "
+                f"from an earlier checkpoint") from err
         restore_into(model, restored.state["model"])
         restore_into(optimizer, restored.state["optimizer"])
         return restored.data, restored.config["config"]

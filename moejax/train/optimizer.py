@@ -9,6 +9,7 @@ row/column statistics, as in mesh-tensorflow/t5x for MoE.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, List
 
 import jax
@@ -108,13 +109,26 @@ def make_optimizer(cfg, model: nnx.Module, total_steps: int) -> nnx.Optimizer:
     """
     check_choice("optimizer.name", cfg.name, OPTIMIZERS)
     check(cfg.learning_rate > 0, f"optimizer.learning_rate={cfg.learning_rate!r} must be > 0")
-    lr = learning_rate_schedule(cfg.schedule, cfg.learning_rate, cfg.warmup_steps, total_steps)
-    if cfg.name == "adafactor":
-        variables = jax.tree.leaves(nnx.state(model, nnx.Param),
-                                    is_leaf=lambda x: isinstance(x, nnx.Variable))
-        tx = adafactor(lr, [batch_axes(v) for v in variables])
-    else:
-        tx = optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay)
-    if cfg.grad_clip_norm:
-        tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), tx)
+    check_choice("optimizer.schedule", cfg.schedule, SCHEDULES)
+    variables = jax.tree.leaves(nnx.state(model, nnx.Param),
+                                is_leaf=lambda x: isinstance(x, nnx.Variable))
+    tx = _transformation(cfg.name, float(cfg.learning_rate), cfg.schedule,
+                         int(cfg.warmup_steps), int(total_steps), float(cfg.weight_decay),
+                         float(cfg.b1), float(cfg.b2), float(cfg.grad_clip_norm),
+                         tuple(batch_axes(v) for v in variables))
     return nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+
+@functools.lru_cache(maxsize=16)
+def _transformation(name, learning_rate, schedule, warmup_steps, total_steps, weight_decay, b1,
+                    b2, grad_clip_norm, leaf_axes) -> optax.GradientTransformation:
+    """One optax transformation per distinct setting: the same object for the same config, so
+    a compiled train step (whose cache key includes it) is reused, e.g. by a resumed run."""
+    lr = learning_rate_schedule(schedule, learning_rate, warmup_steps, total_steps)
+    if name == "adafactor":
+        tx = adafactor(lr, list(leaf_axes))
+    else:
+        tx = optax.adamw(lr, b1=b1, b2=b2, weight_decay=weight_decay)
+    if grad_clip_norm:
+        tx = optax.chain(optax.clip_by_global_norm(grad_clip_norm), tx)
+    return tx

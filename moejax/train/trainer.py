@@ -57,7 +57,9 @@ def count_params(model: nnx.Module) -> int:
 
 def evaluate(model, config, z_loss: float) -> Dict[str, Any]:
     """Token-weighted cross-entropy over the first eval_batches batches of the eval split."""
-    pipeline = make_pipeline(config.data, split=config.data.eval_split, seed=0,
+    data = config.data.copy_and_resolve_references()
+    data.shuffle_buffer_size = 1                     # the same batches every time, fast to start
+    pipeline = make_pipeline(data, split=data.eval_split, seed=0,
                              process_index=jax.process_index(),
                              process_count=jax.process_count(), num_epochs=1)
     total, weight, moe = 0.0, 0.0, []

@@ -1,0 +1,205 @@
+"""The trainer end to end on the embedded corpus at micro sizes."""
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from moejax.errors import ConfigError
+from moejax.train import trainer
+from moejax.train.logs import read_log
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+FAMILIES = ["dense", "switch", "gshard", "st_moe", "expert_choice", "soft_moe", "glam",
+            "shazeer", "mixtral", "deepseek_v3"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    from moejax.data import corpus
+    path = str(tmp_path_factory.mktemp("tfds"))
+    corpus.prepare(path)
+    return path
+
+
+def micro(family, data_dir, steps=3, **train):
+    config = importlib.import_module(f"configs.{family}").get_config("tiny")
+    config.model.update(d_model=32, num_heads=2, head_dim=16, d_ff=64)
+    if config.model.arch == "decoder":
+        config.model.num_layers = 2
+    if config.model.moe_layout == "top":
+        config.model.num_moe_layers = 1
+    config.moe.hidden_dim = 16 if family == "deepseek_v3" else 32
+    if config.moe.shared_hidden_dim:
+        config.moe.shared_hidden_dim = 16
+    config.data.update(data_dir=data_dir, seq_length=32, batch_size=4, shuffle_buffer_size=8)
+    config.train.update(num_steps=steps, log_every=1, eval_every=steps, eval_batches=1,
+                        checkpoint_every=steps, **train)
+    return config
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_trains_a_few_steps(family, data_dir, tmp_path):
+    config = micro(family, data_dir)
+    result = trainer.train_and_evaluate(config, str(tmp_path))
+    assert np.isfinite(result["cross_entropy"])
+    records = read_log(str(tmp_path))
+    train = [r for r in records if r["split"] == "train"]
+    assert [r["step"] for r in train] == [1, 2, 3]
+    assert all(np.isfinite(r["loss"]) for r in train)
+    if family != "dense":
+        load = np.asarray(train[-1]["moe/tokens_per_expert"])          # [MoE layers, E]
+        np.testing.assert_allclose(load.sum(-1), 1.0, rtol=1e-5)
+    assert os.path.exists(tmp_path / "plots" / "loss.png")
+    assert os.listdir(tmp_path / "tensorboard")
+    assert os.path.isdir(tmp_path / "checkpoints" / "3")
+
+
+def test_deepseek_bias_moves_against_the_load(data_dir, tmp_path):
+    """Loss-free balancing: after a step, overloaded experts' biases went down by γ."""
+    from flax import nnx
+    from moejax.data import make_pipeline, make_tokenizer
+    from moejax.models import build_model
+    from moejax.train.config import resolve
+    from moejax.train.optimizer import make_optimizer
+    from moejax.train.step import train_step
+    import jax
+    import jax.numpy as jnp
+
+    config = micro("deepseek_v3", data_dir)
+    model = build_model(resolve(config, make_tokenizer(config.data).vocab_size),
+                        rngs=nnx.Rngs(0))
+    optimizer = make_optimizer(config.optimizer, model, 10)
+    batch = jax.tree.map(jnp.asarray, next(make_pipeline(config.data, split="train", seed=0)))
+    train_step(model, optimizer, batch, 1e-4)
+    routers = [node for _, node in nnx.iter_graph(model)
+               if type(node).__name__ == "Router" and hasattr(node, "selection_bias")]
+    assert routers
+    for router in routers:
+        load = np.asarray(router.expert_load[...]).reshape(-1, 16)
+        bias = np.asarray(router.selection_bias[...]).reshape(-1, 16)
+        expected = 1e-3 * np.sign(load.mean(-1, keepdims=True) - load)
+        np.testing.assert_allclose(bias, expected, atol=1e-9)
+        assert np.abs(bias).sum() > 0
+
+
+def test_a_model_overfits_a_fixed_batch(data_dir):
+    from flax import nnx
+    from moejax.data import make_pipeline, make_tokenizer
+    from moejax.models import build_model
+    from moejax.train.config import resolve
+    from moejax.train.optimizer import make_optimizer
+    from moejax.train.step import train_step
+    import jax
+    import jax.numpy as jnp
+
+    config = micro("mixtral", data_dir)
+    config.optimizer.update(name="adamw", learning_rate=3e-3, schedule="constant")
+    model = build_model(resolve(config, make_tokenizer(config.data).vocab_size),
+                        rngs=nnx.Rngs(0))
+    optimizer = make_optimizer(config.optimizer, model, 200)
+    batch = jax.tree.map(jnp.asarray, next(make_pipeline(config.data, split="train", seed=0)))
+    losses = [float(train_step(model, optimizer, batch, 0.0)["cross_entropy"])
+              for _ in range(150)]
+    assert losses[-1] < 0.25 * losses[0], (losses[0], losses[-1])
+
+
+def test_resume_gives_the_same_metrics_step_for_step(data_dir, tmp_path):
+    straight = tmp_path / "straight"
+    trainer.train_and_evaluate(micro("switch", data_dir, steps=6), str(straight))
+    interrupted = tmp_path / "interrupted"
+    trainer.train_and_evaluate(micro("switch", data_dir, steps=3), str(interrupted))
+    trainer.train_and_evaluate(micro("switch", data_dir, steps=6), str(interrupted))
+    a = [r for r in read_log(str(straight)) if r["split"] == "train"]
+    b = [r for r in read_log(str(interrupted)) if r["split"] == "train"]
+    assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
+    for ra, rb in zip(a, b):
+        for key in ("loss", "cross_entropy", "moe_aux_loss", "grad_norm"):
+            np.testing.assert_allclose(rb[key], ra[key], rtol=1e-6, err_msg=f"{key} step {ra['step']}")
+        np.testing.assert_allclose(rb["moe/tokens_per_expert"], ra["moe/tokens_per_expert"],
+                                   rtol=1e-6)
+
+
+def test_nan_stops_training_and_keeps_the_last_checkpoint(data_dir, tmp_path, monkeypatch):
+    real_step = trainer.train_step
+    calls = {"n": 0}
+
+    def poisoned(model, optimizer, batch, z_loss):
+        calls["n"] += 1
+        metrics = real_step(model, optimizer, batch, z_loss)
+        if calls["n"] == 3:
+            metrics = {**metrics, "loss": float("nan")}
+        return metrics
+
+    monkeypatch.setattr(trainer, "train_step", poisoned)
+    config = micro("switch", data_dir, steps=5)
+    config.train.update(checkpoint_every=2, eval_every=5)
+    with pytest.raises(trainer.TrainingDiverged, match=r"loss is nan at step 3.*step 2"):
+        trainer.train_and_evaluate(config, str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+    monkeypatch.setattr(trainer, "train_step", real_step)
+    trainer.train_and_evaluate(config, str(tmp_path))             # resumes from step 2
+    assert [r["step"] for r in read_log(str(tmp_path)) if r["split"] == "train"] == [1, 2, 3, 4, 5]
+
+
+def test_bad_config_fails_before_compiling_and_keeps_checkpoints(data_dir, tmp_path):
+    trainer.train_and_evaluate(micro("switch", data_dir, steps=2), str(tmp_path))
+    for field, value, message in [
+            ("moe", dict(num_selected_experts=9), r"moe\.num_selected_experts=9"),
+            ("moe", dict(router="top3"), r"moe\.router='top3'"),
+            ("model", dict(num_heads=3, head_dim=None), r"model\.d_model=32 must be divisible"),
+            ("data", dict(seq_length=1), r"data\.seq_length=1"),
+            ("optimizer", dict(name="sgd"), r"optimizer\.name='sgd'"),
+            ("train", dict(eval_every=0), r"train\.eval_every=0")]:
+        config = micro("switch", data_dir, steps=4)
+        config[field].update(value)
+        start = time.perf_counter()
+        with pytest.raises(ConfigError, match=message) as err:
+            trainer.train_and_evaluate(config, str(tmp_path))
+        assert "\n" not in str(err.value)
+        assert time.perf_counter() - start < 20
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+
+
+def test_corrupt_checkpoint_gives_one_clear_line(data_dir, tmp_path):
+    trainer.train_and_evaluate(micro("switch", data_dir, steps=2), str(tmp_path))
+    state_dir = tmp_path / "checkpoints" / "2" / "state"
+    for root, _, files in os.walk(state_dir):
+        for name in files:
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(b"garbage")
+    with pytest.raises(ConfigError, match=r"checkpoint .*2 cannot be restored") as err:
+        trainer.train_and_evaluate(micro("switch", data_dir, steps=4), str(tmp_path))
+    assert "\n" not in str(err.value)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "experiments.train", "--config=configs/switch.py:tiny",
+           f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
+           "--config.data.seq_length=32", "--config.data.batch_size=4",
+           "--config.data.shuffle_buffer_size=8",
+           "--config.model.d_model=32", "--config.model.num_heads=2", "--config.model.head_dim=16",
+           "--config.model.d_ff=64", "--config.moe.hidden_dim=32",
+           "--config.train.num_steps=100000", "--config.train.log_every=1",
+           "--config.train.checkpoint_every=100000", "--config.train.eval_every=100000"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if line.startswith("step 3/"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 0, "".join(lines) + rest
+    assert "SIGTERM: saved step" in rest
+    saved = os.listdir(workdir / "checkpoints")
+    assert len(saved) == 1 and int(saved[0]) >= 3
