@@ -42,12 +42,12 @@ def _paper_data(config, objective, seq_length, batch_size, targets_length=None):
     config.data.eval_split = "validation"
 
 
-def _tiny_training(config, steps=600):
+def _tiny_training(config, steps=1500):
     config.data.update(seq_length=128, batch_size=16)
     config.optimizer.update(name="adafactor", learning_rate=0.01, schedule="rsqrt",
                             warmup_steps=100)
-    config.train.update(num_steps=steps, log_every=25, eval_every=200, eval_batches=8,
-                        checkpoint_every=200)
+    config.train.update(num_steps=steps, log_every=50, eval_every=250, eval_batches=8,
+                        checkpoint_every=250)
 
 
 def t5_backbone(config, arg, *, num_experts):

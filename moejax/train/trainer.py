@@ -107,6 +107,10 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     def save(step):
         checkpoints.save(step, model, optimizer, train_data.get_state(), config_json)
 
+    if step == 0:                                            # the starting value, for reference
+        last_eval = evaluate(model, config, float(t.z_loss))
+        log.write(0, "eval", last_eval)
+        Progress.show(f"eval at step 0: cross-entropy {last_eval['cross_entropy']:.4f}")
     with _Preemption() as preemption:
         while step < t.num_steps:
             batch = jax.tree.map(jnp.asarray, next(train_data))
