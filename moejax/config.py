@@ -173,6 +173,11 @@ class MoeConfig:
             check(self.router in TOKEN_CHOICE_ROUTERS,
                   f"{p}dispatch='dropless' needs a token-choice router "
                   f"({', '.join(TOKEN_CHOICE_ROUTERS)}), not {p}router={self.router!r}")
+        if self.batch_prioritized:
+            check(not self.causal or self.allow_non_causal_routing,
+                  f"{p}batch_prioritized=True orders a group's tokens by their router "
+                  f"probability, so later tokens can take an earlier token's slot: not causal; "
+                  f"set {p}allow_non_causal_routing=True to run it in a causal decoder anyway")
         if self.router in ("expert_choice", "soft_moe"):
             check(not self.causal or self.allow_non_causal_routing,
                   f"{p}router={self.router!r} looks at future tokens and cannot run in a causal "

@@ -72,6 +72,14 @@ class Experts(nnx.Module):
                                      logical_axes=("expert", "embed", "mlp"))
         self.wo = nnx.Param(init(rngs.params(), (e, f, d)), logical_axes=("expert", "mlp", "embed"))
 
+    @classmethod
+    def from_config(cls, cfg, model_dim: int, *, rngs: nnx.Rngs, num_experts=None,
+                    hidden_dim=None) -> "Experts":
+        """The experts a MoeConfig describes (num_experts / hidden_dim override E and F)."""
+        return cls(num_experts or cfg.num_experts, model_dim, hidden_dim or cfg.hidden_dim,
+                   activation=cfg.activation, init_scale=cfg.expert_init_scale,
+                   dtype=cfg.dtype, dropout_rate=cfg.expert_dropout, rngs=rngs)
+
     def weights(self) -> Dict[str, jax.Array]:
         w = {"wi": self.wi[...], "wo": self.wo[...]}
         if self.activation in GATED:

@@ -39,6 +39,11 @@ def to_groups(x: jax.Array, cfg: MoeConfig, model_dim: int) -> jax.Array:
     return x.reshape(b * l // s, s, d)
 
 
+def is_training(layer, deterministic: Optional[bool]) -> bool:
+    """`deterministic` if given, else the layer's attribute (set by .eval() / .train())."""
+    return not (layer.deterministic if deterministic is None else deterministic)
+
+
 def weighted_aux_loss(cfg: MoeConfig, losses: Dict[str, jax.Array]) -> jax.Array:
     """Σ over the router's losses of the MoeConfig coefficient with the same name."""
     total = jnp.zeros((), jnp.float32)
@@ -64,16 +69,13 @@ class MoeLayer(nnx.Module):
         self.deterministic = False
         self.rngs = rngs.fork()  # its own keys (per layer under nnx.vmap)
         self.router = Router(cfg, model_dim, rngs=rngs)
-        self.experts = Experts(cfg.num_experts, model_dim, cfg.hidden_dim,
-                               activation=cfg.activation, init_scale=cfg.expert_init_scale,
-                               dtype=cfg.dtype, dropout_rate=cfg.expert_dropout, rngs=rngs)
+        self.experts = Experts.from_config(cfg, model_dim, rngs=rngs)
         shared = None
         if cfg.num_shared_experts:
             # n shared experts of width F_s are one FFN of width n·F_s (their outputs add up).
             width = cfg.num_shared_experts * (cfg.shared_hidden_dim or cfg.hidden_dim)
-            shared = Experts(1, model_dim, width, activation=cfg.activation,
-                             init_scale=cfg.expert_init_scale, dtype=cfg.dtype,
-                             dropout_rate=cfg.expert_dropout, rngs=rngs)
+            shared = Experts.from_config(cfg, model_dim, rngs=rngs, num_experts=1,
+                                         hidden_dim=width)
         self.shared_experts = nnx.data(shared)
 
     def capacity(self, group_size: int, train: bool) -> Optional[int]:
@@ -90,17 +92,21 @@ class MoeLayer(nnx.Module):
     def __call__(self, x: jax.Array, *, deterministic: Optional[bool] = None
                  ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
         cfg = self.cfg
-        train = not (self.deterministic if deterministic is None else deterministic)
+        train = is_training(self, deterministic)
         groups = to_groups(x, cfg, self.model_dim)                       # [G, S, D]
         g, s, d = groups.shape
         capacity = self.capacity(s, train)
 
         jitter_key = self.rngs.routing() if train and cfg.jitter_eps > 0 else None
         logits, noise_logits = self.router(groups, jitter_key)          # [G, S, E]
-        needs_key = cfg.router == "gshard" or (cfg.router == "noisy_top_k" and train)
-        routing = route(cfg, logits, capacity=capacity,
-                        key=self.rngs.routing() if needs_key else None,
-                        noise_logits=noise_logits, bias=self.router.bias)
+        key = None
+        if train and cfg.router in ("gshard", "noisy_top_k"):
+            key = self.rngs.routing()
+        elif cfg.router == "gshard":
+            # evaluation: fixed draws, so evaluating never moves the training random stream
+            key = jax.random.key(0)
+        routing = route(cfg, logits, capacity=capacity, key=key, noise_logits=noise_logits,
+                        bias=self.router.bias)
         dropout_key = self.rngs.dropout() if train and cfg.expert_dropout > 0 else None
 
         if routing.plan is None:

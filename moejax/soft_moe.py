@@ -22,7 +22,7 @@ from flax import nnx
 from moejax import metrics as metrics_lib
 from moejax.config import MoeConfig
 from moejax.experts import Experts
-from moejax.layer import to_groups
+from moejax.layer import is_training, to_groups
 
 
 def l2_normalize(x: jax.Array, axis: int, eps: float = 1e-6) -> jax.Array:
@@ -50,14 +50,12 @@ class SoftMoeLayer(nnx.Module):
         self.phi = nnx.Param(init(rngs.params(), (model_dim, num_slots), jnp.float32),
                              logical_axes=("embed", "expert"))
         self.scale = nnx.Param(jnp.ones((), jnp.float32))
-        self.experts = Experts(cfg.num_experts, model_dim, cfg.hidden_dim,
-                               activation=cfg.activation, init_scale=cfg.expert_init_scale,
-                               dtype=cfg.dtype, dropout_rate=cfg.expert_dropout, rngs=rngs)
+        self.experts = Experts.from_config(cfg, model_dim, rngs=rngs)
 
     def __call__(self, x: jax.Array, *, deterministic: Optional[bool] = None
                  ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
         cfg = self.cfg
-        train = not (self.deterministic if deterministic is None else deterministic)
+        train = is_training(self, deterministic)
         groups = to_groups(x, cfg, self.model_dim)                          # [G, S, D]
         g, s, d = groups.shape
         e, p = cfg.num_experts, cfg.slots_per_expert

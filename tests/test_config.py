@@ -292,3 +292,10 @@ def test_non_finite_or_mistyped_numbers_raise_config_error(field, value):
 def test_numpy_scalars_are_accepted():
     cfg = MoeConfig(capacity_factor=np.float32(1.25), num_experts=np.int64(4))
     assert cfg.capacity_factor == pytest.approx(1.25) and cfg.num_experts == 4
+
+
+def test_batch_prioritized_routing_is_refused_in_a_causal_decoder():
+    with pytest.raises(ConfigError) as excinfo:
+        MoeConfig(batch_prioritized=True, causal=True)
+    assert_one_line_error(excinfo, "moe.batch_prioritized=True", "moe.allow_non_causal_routing")
+    MoeConfig(batch_prioritized=True, causal=True, allow_non_causal_routing=True)

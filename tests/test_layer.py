@@ -370,3 +370,17 @@ def test_layer_runs_under_jit_and_grad():
     grads = step(layer, x)
     assert np.isfinite(np.asarray(grads["router"]["w"][...])).all()
     assert float(jnp.abs(grads["router"]["w"][...]).sum()) > 0
+
+
+def test_gshard_evaluation_does_not_move_the_training_random_stream():
+    layer = make(MoeConfig(router="gshard", num_experts=4, num_selected_experts=2, hidden_dim=8))
+    x = jax.random.normal(jax.random.key(16), (2, 8, D))
+    before = nnx.clone(layer.rngs).routing()
+    y1, _ = run(layer, x, True)
+    y2, _ = run(layer, x, True)
+    np.testing.assert_array_equal(y1, y2)                           # fixed draws at eval
+    after = nnx.clone(layer.rngs).routing()
+    np.testing.assert_array_equal(jax.random.key_data(before), jax.random.key_data(after))
+    run(layer, x, False)                                            # training does draw
+    moved = nnx.clone(layer.rngs).routing()
+    assert not np.array_equal(jax.random.key_data(before), jax.random.key_data(moved))

@@ -84,3 +84,17 @@ def test_schedules():
     assert float(cosine(110)) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ConfigError, match="optimizer.schedule='linear'"):
         learning_rate_schedule("linear", 1.0, 10, 100)
+
+
+def test_adafactor_clipping_and_parameter_scale_are_per_layer():
+    """Layer 1 holds 100x larger weights than layer 0; layer 0's update must be what Adafactor
+    gives layer 0 alone (t5x excludes the layer and expert axes from every statistic)."""
+    from moejax.train.optimizer import adafactor
+    w = jax.random.normal(jax.random.key(0), (2, 4, 4)) * jnp.array([1.0, 100.0])[:, None, None]
+    g = jax.random.normal(jax.random.key(1), w.shape)
+    stacked = adafactor(0.1, [(0,)], min_dim_size_to_factor=2)
+    alone = adafactor(0.1, [()], min_dim_size_to_factor=2)
+    (update,), _ = stacked.update([g], stacked.init([w]), [w])
+    for layer in range(2):
+        (expected,), _ = alone.update([g[layer]], alone.init([w[layer]]), [w[layer]])
+        np.testing.assert_allclose(update[layer], expected, rtol=1e-5, atol=1e-7)

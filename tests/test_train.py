@@ -142,7 +142,7 @@ def test_nan_stops_training_and_keeps_the_last_checkpoint(data_dir, tmp_path, mo
     monkeypatch.setattr(trainer, "train_step", poisoned)
     config = micro("switch", data_dir, steps=5)
     config.train.update(checkpoint_every=2, eval_every=5)
-    with pytest.raises(trainer.TrainingDiverged, match=r"loss is nan at step 3.*step 2"):
+    with pytest.raises(trainer.TrainingDiverged, match=r"loss is nan \(gradient norm .*\) at step 3.*step 2"):
         trainer.train_and_evaluate(config, str(tmp_path))
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
     monkeypatch.setattr(trainer, "train_step", real_step)
@@ -203,3 +203,17 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
     assert "SIGTERM: saved step" in rest
     saved = os.listdir(workdir / "checkpoints")
     assert len(saved) == 1 and int(saved[0]) >= 3
+
+
+def test_metrics_log_resume_drops_later_and_partial_records(tmp_path):
+    from moejax.train.logs import MetricsLog
+    log = MetricsLog(str(tmp_path))
+    for step in (0, 1, 2, 3):
+        log.write(step, "train", {"loss": float(step)})
+    log.close()
+    with open(tmp_path / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 4, "spl')                                  # killed mid-write
+    MetricsLog(str(tmp_path), resume_step=2).close()
+    assert [r["step"] for r in read_log(str(tmp_path))] == [0, 1, 2]
+    MetricsLog(str(tmp_path), resume_step=0).close()                 # a fresh start
+    assert read_log(str(tmp_path)) == []

@@ -27,9 +27,9 @@ class MetricsLog:
     def __init__(self, workdir: str, resume_step: int = 0):
         self.path = os.path.join(workdir, "metrics.jsonl")
         if os.path.exists(self.path):
-            with open(self.path, encoding="utf-8") as f:
-                kept = [line for line in f if line.strip()
-                        and json.loads(line)["step"] <= resume_step]
+            kept = [] if resume_step == 0 else [
+                line for line in _complete_lines(self.path)
+                if json.loads(line)["step"] <= resume_step]
             with open(self.path, "w", encoding="utf-8") as f:
                 f.writelines(kept)
         from tensorboardX import SummaryWriter   # imported here: optional for library users
@@ -56,10 +56,20 @@ class MetricsLog:
         self.tb.close()
 
 
-def read_log(workdir: str):
-    path = os.path.join(workdir, "metrics.jsonl")
+def _complete_lines(path: str):
+    """The lines of a JSONL file that parse (a run killed mid-write leaves a partial line)."""
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            try:
+                json.loads(line)
+            except ValueError:
+                continue
+            yield line if line.endswith("\n") else line + "\n"
+
+
+def read_log(workdir: str):
+    """The records of WORKDIR/metrics.jsonl, in order."""
+    return [json.loads(line) for line in _complete_lines(os.path.join(workdir, "metrics.jsonl"))]
 
 
 class Progress:

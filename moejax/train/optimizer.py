@@ -89,16 +89,19 @@ def per_matrix(inner: optax.GradientTransformation, leaf_axes: List[tuple]
 def adafactor(learning_rate, leaf_axes: List[tuple], *, decay_rate: float = 0.8,
               clipping_threshold: float = 1.0, min_dim_size_to_factor: int = 128,
               multiply_by_parameter_scale: bool = True) -> optax.GradientTransformation:
-    """Adafactor without momentum (β1 = 0), update clipping 1.0, parameter-scaled steps (T5)."""
-    chain = [per_matrix(optax.scale_by_factored_rms(
-        factored=True, decay_rate=decay_rate, min_dim_size_to_factor=min_dim_size_to_factor),
-        leaf_axes)]
+    """Adafactor without momentum (β1 = 0), update clipping 1.0, parameter-scaled steps (T5).
+
+    Second moments, update clipping and the parameter scale are all per matrix (per layer and
+    expert), as in t5x; the parameter scale multiplies, so it may come before the learning rate.
+    """
+    per = [optax.scale_by_factored_rms(factored=True, decay_rate=decay_rate,
+                                       min_dim_size_to_factor=min_dim_size_to_factor)]
     if clipping_threshold:
-        chain.append(optax.clip_by_block_rms(clipping_threshold))
-    chain.append(optax.scale_by_learning_rate(learning_rate))
+        per.append(optax.clip_by_block_rms(clipping_threshold))
     if multiply_by_parameter_scale:
-        chain.append(optax.scale_by_param_block_rms())
-    return optax.chain(*chain)
+        per.append(optax.scale_by_param_block_rms())
+    return optax.chain(per_matrix(optax.chain(*per), leaf_axes),
+                       optax.scale_by_learning_rate(learning_rate))
 
 
 def make_optimizer(cfg, model: nnx.Module, total_steps: int) -> nnx.Optimizer:

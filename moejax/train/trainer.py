@@ -104,8 +104,12 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     config_json = config.to_json_best_effort()
     last_eval: Dict[str, Any] = {}
 
+    saved = {"step": step}
+
     def save(step):
-        checkpoints.save(step, model, optimizer, train_data.get_state(), config_json)
+        if saved["step"] != step:
+            checkpoints.save(step, model, optimizer, train_data.get_state(), config_json)
+            saved["step"] = step
 
     if step == 0:                                            # the starting value, for reference
         last_eval = evaluate(model, config, float(t.z_loss))
@@ -117,10 +121,12 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
             metrics = train_step(model, optimizer, batch, float(t.z_loss))
             step += 1
             loss = float(metrics["loss"])
-            if not math.isfinite(loss):
+            grad_norm = float(metrics["grad_norm"])
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 last = checkpoints.latest_step()
                 raise TrainingDiverged(
-                    f"loss is {loss} at step {step}; stopped without saving. The last good "
+                    f"loss is {loss} (gradient norm {grad_norm}) at step {step}; stopped "
+                    f"without saving. The last good "
                     f"checkpoint is {'step ' + str(last) if last else 'none'} in "
                     f"{checkpoints.directory}; lower optimizer.learning_rate or add "
                     f"moe.router_z_loss")
