@@ -109,10 +109,10 @@ def run(layer, x, deterministic=True):
     return layer(x, deterministic=deterministic)
 
 
-def layer_and_grads(layer, x, probe):
+def layer_and_grads(layer, x, probe, deterministic=True):
     """Output and gradients of Σ y·probe with respect to every parameter and the input."""
     def f(layer, x):
-        y, _ = layer(x, deterministic=True)
+        y, _ = layer(x, deterministic=deterministic)
         return jnp.sum(y * probe), y
 
     (_, y), grads = nnx.jit(nnx.value_and_grad(f, argnums=(0, 1), has_aux=True))(layer, x)
@@ -196,11 +196,11 @@ def test_dropless_matches_per_token_loop(impl, case):
     x = jax.random.normal(jax.random.key(4), (3, 7, D))
     probe = jax.random.normal(jax.random.key(5), x.shape)
     w = layer_weights(layer)
-    # GShard samples: the reference uses the key the layer will draw next from its stream.
+    # GShard samples (in training): the reference uses the key the layer will draw next.
     key = nnx.clone(layer.rngs).routing() if cfg.router == "gshard" else None
 
     fn = loop_over_choices(w, cfg, x, key)
-    y, grads = layer_and_grads(layer, x, probe)
+    y, grads = layer_and_grads(layer, x, probe, deterministic=cfg.router != "gshard")
     y_ref, ref_grads = reference_grads(fn, w, x, probe)
     np.testing.assert_allclose(y, y_ref, rtol=2e-5, atol=2e-6)
     assert_same_grads(grads, ref_grads)
