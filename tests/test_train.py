@@ -1,7 +1,6 @@
 """The trainer end to end on the embedded corpus at micro sizes."""
 
 import importlib
-import json
 import os
 import signal
 import subprocess

@@ -6,7 +6,6 @@ import dataclasses
 from typing import Dict, Optional, Tuple
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from moejax import make_moe_layer

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import time
 from typing import Any, Dict
 
 import jax
