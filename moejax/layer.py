@@ -22,6 +22,8 @@ from moejax import metrics as metrics_lib
 from moejax.config import MoeConfig
 from moejax.errors import ConfigError
 from moejax.experts import Experts
+from moejax.parallel.expert_parallel import (active_mesh, constrain_groups,
+                                             expert_parallel_dropless, expert_parallel_ffn)
 from moejax.plan import expert_capacity
 from moejax.router import Router
 from moejax.routing import route, routing_k, update_selection_bias
@@ -93,7 +95,7 @@ class MoeLayer(nnx.Module):
                  ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
         cfg = self.cfg
         train = is_training(self, deterministic)
-        groups = to_groups(x, cfg, self.model_dim)                       # [G, S, D]
+        groups = constrain_groups(to_groups(x, cfg, self.model_dim))     # [G, S, D]
         g, s, d = groups.shape
         capacity = self.capacity(s, train)
 
@@ -141,15 +143,33 @@ class MoeLayer(nnx.Module):
         else:
             dispatch, combine = dispatch_lib.dispatch_index, dispatch_lib.combine_index
         expert_in = dispatch(groups, plan)                                # [G, E, C, D]
-        expert_in = jnp.swapaxes(expert_in, 0, 1).reshape(e, g * c, d)   # [E, G·C, D]
-        expert_out = self.experts(expert_in, dropout_key)                # [E, G·C, D]
-        expert_out = jnp.swapaxes(expert_out.reshape(e, g, c, d), 0, 1)  # [G, E, C, D]
+        mesh = active_mesh()
+        if mesh is not None:                                             # expert parallelism
+            experts = self.experts
+            expert_out = expert_parallel_ffn(
+                expert_in, experts.weights(), activation=experts.activation,
+                dtype=experts.dtype, mesh=mesh, dropout_rate=experts.dropout_rate,
+                key=dropout_key)                                         # [G, E, C, D]
+        else:
+            expert_in = jnp.swapaxes(expert_in, 0, 1).reshape(e, g * c, d)   # [E, G·C, D]
+            expert_out = self.experts(expert_in, dropout_key)                # [E, G·C, D]
+            expert_out = jnp.swapaxes(expert_out.reshape(e, g, c, d), 0, 1)  # [G, E, C, D]
         return combine(expert_out, plan, s)                              # [G, S, D]
 
     def _dropless(self, groups, routing, dropout_key) -> jax.Array:
         g, s, d = groups.shape
         a = routing.assignment
         k = a.expert_index.shape[-1]
+        mesh = active_mesh()
+        if mesh is not None:                                             # expert parallelism
+            cfg, experts = self.cfg, self.experts
+            y = expert_parallel_dropless(
+                groups.reshape(g * s, d), a.expert_index.reshape(g * s, k),
+                a.gate.reshape(g * s, k), a.valid.reshape(g * s, k), experts.weights(),
+                activation=experts.activation, dtype=experts.dtype, mesh=mesh,
+                impl=cfg.grouped_matmul, block_size=cfg.block_size,
+                dropout_rate=experts.dropout_rate, key=dropout_key)      # [G·S, D]
+            return y.reshape(g, s, d)
         rows = dispatch_lib.sort_assignments(
             a.expert_index.reshape(g * s, k), a.gate.reshape(g * s, k),
             a.valid.reshape(g * s, k), self.cfg.num_experts)

@@ -32,14 +32,14 @@ class Router(nnx.Module):
         self.jitter_eps = cfg.jitter_eps
         init = jax.nn.initializers.normal(cfg.router_init_std)
         self.w = nnx.Param(init(rngs.params(), (model_dim, e), jnp.float32),
-                           logical_axes=("embed", "expert"))
+                           logical_axes=("embed", "expert_scores"))
         if cfg.router == "noisy_top_k":
             self.w_noise = nnx.Param(jnp.zeros((model_dim, e), jnp.float32),
-                                     logical_axes=("embed", "expert"))
+                                     logical_axes=("embed", "expert_scores"))
         if cfg.router == "deepseek_v3":
             self.selection_bias = SelectionBias(jnp.zeros((e,), jnp.float32),
-                                                logical_axes=("expert",))
-            self.expert_load = ExpertLoad(jnp.zeros((e,), jnp.float32), logical_axes=("expert",))
+                                                logical_axes=("expert_scores",))
+            self.expert_load = ExpertLoad(jnp.zeros((e,), jnp.float32), logical_axes=("expert_scores",))
 
     def __call__(self, x: jax.Array, jitter_key: Optional[jax.Array] = None
                  ) -> Tuple[jax.Array, Optional[jax.Array]]:

@@ -48,7 +48,7 @@ class SoftMoeLayer(nnx.Module):
         num_slots = cfg.num_experts * cfg.slots_per_expert
         init = jax.nn.initializers.normal(model_dim ** -0.5)
         self.phi = nnx.Param(init(rngs.params(), (model_dim, num_slots), jnp.float32),
-                             logical_axes=("embed", "expert"))
+                             logical_axes=("embed", "slots"))
         self.scale = nnx.Param(jnp.ones((), jnp.float32))
         self.experts = Experts.from_config(cfg, model_dim, rngs=rngs)
 

@@ -40,6 +40,7 @@ def micro(family, data_dir, steps=3, **train):
     if config.moe.shared_hidden_dim:
         config.moe.shared_hidden_dim = 16
     config.data.update(data_dir=data_dir, seq_length=32, batch_size=4, shuffle_buffer_size=8)
+    config.mesh.num_devices = 1          # the 8 virtual test devices are for the sharding tests
     config.train.update(num_steps=steps, log_every=1, eval_every=steps, eval_batches=1,
                         checkpoint_every=steps, **train)
     return config
@@ -184,7 +185,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
     workdir = tmp_path / "run"
     cmd = [sys.executable, "-m", "experiments.train", "--config=configs/switch.py:tiny",
            f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
-           "--config.data.seq_length=32", "--config.data.batch_size=4",
+           "--config.data.seq_length=32", "--config.data.batch_size=4", "--config.mesh.num_devices=1",
            "--config.data.shuffle_buffer_size=8",
            "--config.model.d_model=32", "--config.model.num_heads=2", "--config.model.head_dim=16",
            "--config.model.d_ff=64", "--config.moe.hidden_dim=32",
@@ -216,3 +217,26 @@ def test_metrics_log_resume_drops_later_and_partial_records(tmp_path):
     assert [r["step"] for r in read_log(str(tmp_path))] == [0, 1, 2]
     MetricsLog(str(tmp_path), resume_step=0).close()                 # a fresh start
     assert read_log(str(tmp_path)) == []
+
+
+def test_expert_parallel_training_matches_one_device(data_dir, tmp_path):
+    """The trainer (decoder, top-2) on a data=2 × expert=4 mesh (8 virtual devices, shard_map all_to_all in
+    every MoE layer) follows the one-device run step for step."""
+    losses = {}
+    for name, mesh in [("one", dict(num_devices=1)), ("ep", dict(data=2, expert=4))]:
+        config = micro("mixtral", data_dir, steps=2)
+        config.data.batch_size = 8
+        config.mesh.update(num_devices=-1, **mesh) if name == "ep" else config.mesh.update(mesh)
+        trainer.train_and_evaluate(config, str(tmp_path / name))
+        losses[name] = [r["loss"] for r in read_log(str(tmp_path / name))
+                        if r["split"] == "train"]
+    np.testing.assert_allclose(losses["ep"], losses["one"], rtol=1e-5)
+
+
+def test_mesh_that_does_not_fit_the_batch_fails_before_compiling(data_dir, tmp_path):
+    config = micro("switch", data_dir)
+    config.mesh.update(num_devices=-1, data=2, expert=4)          # batch_size 4 < 8 shards
+    with pytest.raises(ConfigError, match=r"data.batch_size=4 must be divisible by the "
+                                          r"mesh's 8 batch shards"):
+        trainer.train_and_evaluate(config, str(tmp_path))
+    assert not os.path.exists(tmp_path / "checkpoints")

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from moejax import losses
+from moejax.routing.select import top_k
 from moejax.routing.types import Assignment, Routing
 
 
@@ -34,12 +35,12 @@ def deepseek_v3_routing(logits: jax.Array, bias: Optional[jax.Array], k: int, *,
     if num_expert_groups > 1:
         per_group = num_experts // num_expert_groups
         grouped = choice_score.reshape(*choice_score.shape[:-1], num_expert_groups, per_group)
-        group_score = jnp.sum(jax.lax.top_k(grouped, min(2, per_group))[0], axis=-1)  # [G, S, ng]
-        _, best_groups = jax.lax.top_k(group_score, num_selected_groups)
+        group_score = jnp.sum(top_k(grouped, min(2, per_group))[0], axis=-1)  # [G, S, ng]
+        _, best_groups = top_k(group_score, num_selected_groups)
         group_mask = jnp.sum(jax.nn.one_hot(best_groups, num_expert_groups), axis=-2) > 0
         expert_mask = jnp.repeat(group_mask, per_group, axis=-1)            # [G, S, E]
         choice_score = jnp.where(expert_mask, choice_score, -jnp.inf)
-    _, expert_index = jax.lax.top_k(choice_score, k)                        # [G, S, k]
+    _, expert_index = top_k(choice_score, k)                        # [G, S, k]
     expert_index = expert_index.astype(jnp.int32)
     gate = jnp.take_along_axis(affinity, expert_index, axis=-1)            # [G, S, k]
     if renormalize:

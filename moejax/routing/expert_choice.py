@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from moejax import losses
 from moejax.plan import CapacityPlan
+from moejax.routing.select import top_k
 from moejax.routing.types import Routing
 
 
@@ -28,7 +29,7 @@ def expert_choice_routing(logits: jax.Array, capacity: int,
     """
     g, s, num_experts = logits.shape
     probs = jax.nn.softmax(logits, axis=-1)                                   # [G, S, E]
-    slot_weight, slot_token = jax.lax.top_k(jnp.swapaxes(probs, 1, 2), capacity)  # [G, E, C]
+    slot_weight, slot_token = top_k(jnp.swapaxes(probs, 1, 2), capacity)  # [G, E, C]
     slot_token = slot_token.astype(jnp.int32)
     if max_experts_per_token is not None and max_experts_per_token < num_experts:
         gi = jnp.arange(g)[:, None, None]
@@ -36,7 +37,7 @@ def expert_choice_routing(logits: jax.Array, capacity: int,
         chosen = jnp.zeros((g, s, num_experts), bool).at[gi, slot_token, ei].set(True)
         chosen_scores = jnp.where(chosen, probs, -jnp.inf)                   # [G, S, E]
         # the token's best `cap` experts by rank (ties: lower expert index), not by score
-        _, best = jax.lax.top_k(chosen_scores, max_experts_per_token)         # [G, S, cap]
+        _, best = top_k(chosen_scores, max_experts_per_token)         # [G, S, cap]
         keep_pair = chosen & (jnp.sum(jax.nn.one_hot(best, num_experts, dtype=jnp.int32),
                                       axis=-2) > 0)                           # [G, S, E]
         keep = keep_pair[gi, slot_token, ei]                                  # [G, E, C]

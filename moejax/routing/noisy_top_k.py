@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jax.scipy.stats import norm
 
 from moejax import losses
+from moejax.routing.select import top_k
 from moejax.routing.types import Assignment, Routing
 
 # Floor on the noise standard deviation, as in the paper's reference implementation.
@@ -31,7 +32,7 @@ def noisy_top_k_routing(clean_logits: jax.Array, noise_logits: jax.Array, k: int
     else:
         noisy = clean_logits + jax.random.normal(key, clean_logits.shape) * noise_std
     top = min(k + 1, num_experts)
-    top_values, top_index = jax.lax.top_k(noisy, top)                     # [G, S, k+1]
+    top_values, top_index = top_k(noisy, top)                     # [G, S, k+1]
     expert_index = top_index[..., :k].astype(jnp.int32)
     gate = jax.nn.softmax(top_values[..., :k], axis=-1)                   # [G, S, k]
     gates_full = jnp.sum(jax.nn.one_hot(expert_index, num_experts) * gate[..., None], axis=-2)

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from moejax import losses
+from moejax.routing.select import top_k
 from moejax.routing.types import Assignment, Routing
 
 
@@ -25,9 +26,9 @@ def top_k_routing(logits: jax.Array, k: int, *, gate_order: str = "softmax_then_
     """
     probs = jax.nn.softmax(logits, axis=-1)                      # [G, S, E]
     if gate_order == "softmax_then_top_k":
-        gate, expert_index = jax.lax.top_k(probs, k)             # [G, S, k]
+        gate, expert_index = top_k(probs, k)             # [G, S, k]
     elif gate_order == "top_k_then_softmax":
-        top_logits, expert_index = jax.lax.top_k(logits, k)
+        top_logits, expert_index = top_k(logits, k)
         gate = jax.nn.softmax(top_logits, axis=-1)
     else:
         raise ValueError(f"unknown gate_order {gate_order!r}")

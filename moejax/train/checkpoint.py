@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from moejax.errors import ConfigError
 
@@ -33,6 +36,21 @@ def restore_into(node: nnx.Module, saved: Dict[str, Any]) -> None:
     nnx.update(node, state)
 
 
+def gather_process_states(state: Dict[str, Any]) -> list:
+    """Every process's data iterator state, in process order (each reads its own documents).
+
+    orbax writes JSON from process 0 only, so the states travel to it as padded byte arrays.
+    """
+    if jax.process_count() == 1:
+        return [state]
+    raw = np.frombuffer(json.dumps(state).encode(), np.uint8)
+    length = int(np.max(multihost_utils.process_allgather(np.array([raw.size]))))
+    padded = np.zeros((length,), np.uint8)
+    padded[:raw.size] = raw
+    every = np.asarray(multihost_utils.process_allgather(padded)).reshape(-1, length)
+    return [json.loads(bytes(row).rstrip(b"\0").decode()) for row in every]
+
+
 class Checkpointer:
     """CheckpointManager in WORKDIR/checkpoints keeping the last `keep` steps."""
 
@@ -49,7 +67,8 @@ class Checkpointer:
         tree = {"model": to_saveable(nnx.state(model)),
                 "optimizer": to_saveable(nnx.state(optimizer))}
         self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(tree), data=ocp.args.JsonSave(data_state),
+            state=ocp.args.StandardSave(tree),
+            data=ocp.args.JsonSave({"processes": gather_process_states(data_state)}),
             config=ocp.args.JsonSave({"config": config_json})), force=True)
         self.manager.wait_until_finished()
 
@@ -70,6 +89,12 @@ class Checkpointer:
                 f"({type(err).__name__}: {first[:200]}): it is damaged or was written with a "
                 f"different model config; use a new --workdir, or move it aside to resume "
                 f"from an earlier checkpoint") from err
+        states = restored.data["processes"]
+        if len(states) != jax.process_count():
+            raise ConfigError(
+                f"checkpoint {os.path.join(self.directory, str(step))} was written by "
+                f"{len(states)} processes but {jax.process_count()} are running; the data "
+                f"iterators cannot be resumed (start a new --workdir or use {len(states)})")
         restore_into(model, restored.state["model"])
         restore_into(optimizer, restored.state["optimizer"])
-        return restored.data, restored.config["config"]
+        return states[jax.process_index()], restored.config["config"]

@@ -16,6 +16,7 @@ from moejax.config import MoeConfig
 from moejax.data import config as data_config
 from moejax.errors import check, check_choice
 from moejax.models.config import ModelConfig
+from moejax.parallel.mesh import MeshConfig
 
 ARCH_OBJECTIVES = {"decoder": "causal_lm", "encoder_decoder": "span_corruption"}
 
@@ -42,6 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.vocab_size = ml_collections.config_dict.placeholder(int)  # None: tokenizer's
     config.moe = _section(MoeConfig)
     config.data = data_config.default_data_config()
+    config.mesh = ml_collections.ConfigDict(dataclasses.asdict(MeshConfig()))
     config.optimizer = ml_collections.ConfigDict(dict(
         name="adafactor", learning_rate=0.01, schedule="rsqrt", warmup_steps=100,
         weight_decay=0.0, b1=0.9, b2=0.99, grad_clip_norm=0.0))
@@ -70,4 +72,5 @@ def resolve(config, vocab_size: int) -> ModelConfig:
         check(isinstance(t[name], int) and t[name] >= 1, f"train.{name}={t[name]!r} must be an integer >= 1")
     check(t.z_loss >= 0, f"train.z_loss={t.z_loss!r} must be >= 0")
     check_choice("optimizer.name", config.optimizer.name, ("adafactor", "adamw"))
+    MeshConfig.from_dict(dict(config.mesh))
     return model_cfg

@@ -14,16 +14,17 @@ import signal
 from typing import Any, Dict
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from moejax.data import make_pipeline, make_tokenizer
 from moejax.models import build_model
+from moejax.parallel import global_batch, shard_model
 from moejax.train import plots
 from moejax.train.checkpoint import Checkpointer
 from moejax.train.config import resolve
 from moejax.train.logs import MetricsLog, Progress
+from moejax.train.mesh import describe, training_mesh
 from moejax.train.optimizer import make_optimizer
 from moejax.train.step import eval_step, train_step
 
@@ -54,18 +55,27 @@ def count_params(model: nnx.Module) -> int:
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
-def evaluate(model, config, z_loss: float) -> Dict[str, Any]:
-    """Token-weighted cross-entropy over the first eval_batches batches of the eval split."""
+def evaluate(model, config, z_loss: float, mesh) -> Dict[str, Any]:
+    """Token-weighted cross-entropy over the first eval_batches batches of the eval split.
+
+    Every process runs exactly eval_batches steps (the collectives need all of them); a process
+    whose share of the split runs out feeds empty batches, which weigh nothing.
+    """
     data = config.data.copy_and_resolve_references()
     data.shuffle_buffer_size = 1                     # the same batches every time, fast to start
     pipeline = make_pipeline(data, split=data.eval_split, seed=0,
                              process_index=jax.process_index(),
                              process_count=jax.process_count(), num_epochs=1)
     total, weight, moe = 0.0, 0.0, []
-    for i, batch in enumerate(pipeline):
-        if i >= config.train.eval_batches:
+    empty = None
+    for _ in range(config.train.eval_batches):
+        batch = next(pipeline, None)
+        if batch is None and jax.process_count() == 1:
             break
-        ce, w, metrics = eval_step(model, jax.tree.map(jnp.asarray, batch), z_loss)
+        if batch is None:
+            batch = empty
+        empty = jax.tree.map(np.zeros_like, batch)
+        ce, w, metrics = eval_step(model, global_batch(batch, mesh), z_loss)
         total += float(ce) * float(w)
         weight += float(w)
         moe.append(metrics)
@@ -79,11 +89,17 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     """Trains config in workdir (resuming from its latest checkpoint); returns the last eval."""
     tokenizer = make_tokenizer(config.data)
     model_cfg = resolve(config, tokenizer.vocab_size)       # every config error before compiling
+    mesh = training_mesh(config, model_cfg)
+    with jax.set_mesh(mesh):
+        return _train(config, workdir, model_cfg, mesh)
+
+
+def _train(config, workdir: str, model_cfg, mesh) -> Dict[str, Any]:
     t = config.train
     os.makedirs(workdir, exist_ok=True)
     seed = t.seed
-    model = build_model(model_cfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1,
-                                                 routing=seed + 2))
+    model = shard_model(lambda: build_model(
+        model_cfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1, routing=seed + 2)), mesh)
     optimizer = make_optimizer(config.optimizer, model, t.num_steps)
     checkpoints = Checkpointer(workdir, t.keep_checkpoints)
     train_data = make_pipeline(config.data, split=config.data.train_split, seed=seed,
@@ -99,6 +115,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     Progress.show(f"{model_cfg.arch} model, {count_params(model) / 1e6:.2f}M parameters, "
                   f"router={model_cfg.moe.router}, E={model_cfg.moe.num_experts}, "
                   f"{t.num_steps} steps of {batch_tokens} tokens -> {workdir}")
+    if mesh.size > 1:
+        Progress.show(f"mesh: {describe(mesh)}")
     progress = Progress(t.num_steps, step, batch_tokens)
     config_json = config.to_json_best_effort()
     last_eval: Dict[str, Any] = {}
@@ -111,12 +129,12 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
             saved["step"] = step
 
     if step == 0:                                            # the starting value, for reference
-        last_eval = evaluate(model, config, float(t.z_loss))
+        last_eval = evaluate(model, config, float(t.z_loss), mesh)
         log.write(0, "eval", last_eval)
         Progress.show(f"eval at step 0: cross-entropy {last_eval['cross_entropy']:.4f}")
     with _Preemption() as preemption:
         while step < t.num_steps:
-            batch = jax.tree.map(jnp.asarray, next(train_data))
+            batch = global_batch(next(train_data), mesh)
             metrics = train_step(model, optimizer, batch, float(t.z_loss))
             step += 1
             loss = float(metrics["loss"])
@@ -133,7 +151,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
                 log.write(step, "train", metrics)
                 Progress.show(progress.line(step, loss))
             if step % t.eval_every == 0 or step == t.num_steps:
-                last_eval = evaluate(model, config, float(t.z_loss))
+                last_eval = evaluate(model, config, float(t.z_loss), mesh)
                 log.write(step, "eval", last_eval)
                 Progress.show(f"eval at step {step}: cross-entropy "
                               f"{last_eval['cross_entropy']:.4f}")

@@ -1,0 +1,20 @@
+"""Parallelism: the device mesh, logical-axis sharding rules, explicit expert parallelism
+(shard_map + all_to_all) and the multi-host runtime.
+
+    mesh.py             MeshConfig -> jax Mesh with axes (data, fsdp, expert, model)
+    rules.py            one table: logical axis names -> mesh axes; parameter placement
+    expert_parallel.py  the MoE layer's experts across the `expert` axis (capacity and dropless)
+    distributed.py      jax.distributed.initialize and global arrays from per-process batches
+"""
+
+from moejax.parallel.distributed import global_batch, initialize
+from moejax.parallel.expert_parallel import (active_mesh, constrain_groups, expert_layout,
+                                             expert_parallel_dropless, expert_parallel_ffn)
+from moejax.parallel.mesh import BATCH_AXES, MESH_AXES, MeshConfig, check_moe_fits, make_mesh
+from moejax.parallel.rules import (LOGICAL_AXIS_RULES, logical_to_spec, shard_model,
+                                   state_shardings)
+
+__all__ = ["BATCH_AXES", "LOGICAL_AXIS_RULES", "MESH_AXES", "MeshConfig", "active_mesh",
+           "check_moe_fits", "constrain_groups", "expert_layout", "expert_parallel_dropless", "expert_parallel_ffn",
+           "global_batch", "initialize", "logical_to_spec", "make_mesh", "shard_model",
+           "state_shardings"]
