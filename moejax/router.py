@@ -39,7 +39,8 @@ class Router(nnx.Module):
         if cfg.router == "deepseek_v3":
             self.selection_bias = SelectionBias(jnp.zeros((e,), jnp.float32),
                                                 logical_axes=("expert_scores",))
-            self.expert_load = ExpertLoad(jnp.zeros((e,), jnp.float32), logical_axes=("expert_scores",))
+            self.expert_load = ExpertLoad(jnp.zeros((e,), jnp.float32),
+                                          logical_axes=("expert_scores",))
 
     def __call__(self, x: jax.Array, jitter_key: Optional[jax.Array] = None
                  ) -> Tuple[jax.Array, Optional[jax.Array]]:

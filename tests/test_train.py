@@ -185,7 +185,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
     workdir = tmp_path / "run"
     cmd = [sys.executable, "-m", "experiments.train", "--config=configs/switch.py:tiny",
            f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
-           "--config.data.seq_length=32", "--config.data.batch_size=4", "--config.mesh.num_devices=1",
+           "--config.data.seq_length=32", "--config.data.batch_size=4",
+           "--config.mesh.num_devices=1",
            "--config.data.shuffle_buffer_size=8",
            "--config.model.d_model=32", "--config.model.num_heads=2", "--config.model.head_dim=16",
            "--config.model.d_ff=64", "--config.moe.hidden_dim=32",
@@ -220,8 +221,8 @@ def test_metrics_log_resume_drops_later_and_partial_records(tmp_path):
 
 
 def test_expert_parallel_training_matches_one_device(data_dir, tmp_path):
-    """The trainer (decoder, top-2) on a data=2 × expert=4 mesh (8 virtual devices, shard_map all_to_all in
-    every MoE layer) follows the one-device run step for step."""
+    """The trainer (decoder, top-2) on a data=2 × expert=4 mesh (8 virtual devices, shard_map
+    all_to_all in every MoE layer) follows the one-device run step for step."""
     losses = {}
     for name, mesh in [("one", dict(num_devices=1)), ("ep", dict(data=2, expert=4))]:
         config = micro("mixtral", data_dir, steps=2)
