@@ -16,5 +16,5 @@ from moejax.parallel.rules import (LOGICAL_AXIS_RULES, logical_to_spec, shard_mo
 
 __all__ = ["BATCH_AXES", "LOGICAL_AXIS_RULES", "MESH_AXES", "MeshConfig", "active_mesh",
            "check_moe_fits", "constrain_groups", "expert_layout", "expert_parallel_dropless",
-           "expert_parallel_ffn", "global_batch", "initialize", "logical_to_spec", "make_mesh", "shard_model",
-           "state_shardings"]
+           "expert_parallel_ffn", "global_batch", "initialize", "logical_to_spec", "make_mesh",
+           "shard_model", "state_shardings"]

@@ -27,8 +27,9 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     With no arguments JAX detects the cluster itself: Cloud TPU pod VMs (one process per VM),
     SLURM (one process per task; JAX gives each task the GPU numbered SLURM_LOCALID, so run one
     task per GPU), Open MPI, Kubernetes jobs. Otherwise give the coordinator's host:port, the
-    number of processes and this process's id (0 runs the coordinator). `cpu_collectives="gloo"` makes
-    XLA:CPU devices of different processes talk (used by the multi-process tests). A process
+    number of processes and this process's id (0 runs the coordinator).
+    `cpu_collectives="gloo"` makes XLA:CPU devices of different processes talk (used by the
+    multi-process tests). A process
     that stops answering for heartbeat_timeout_seconds makes the others fail instead of
     hanging.
     """
