@@ -25,6 +25,7 @@ TOKEN_CHOICE_ROUTERS = ("top_k", "gshard", "noisy_top_k", "deepseek_v3", "dense"
 GATE_ORDERS = ("softmax_then_top_k", "top_k_then_softmax")
 DISPATCHES = ("index", "einsum", "dropless")
 GROUPED_MATMULS = ("auto", "ragged_dot", "blocks")
+DROPLESS_ALL_TO_ALLS = ("auto", "ragged", "padded")
 ACTIVATIONS = ("relu", "gelu", "silu", "geglu", "swiglu")
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -74,6 +75,9 @@ class MoeConfig:
       grouped_matmul: dropless expert compute: ragged_dot (TPU/GPU), blocks (block-sparse scan
         that runs well on CPU), auto (ragged_dot on accelerators, blocks on CPU).
       block_size: rows per block of the blocks grouped matmul.
+      dropless_all_to_all: how dropless expert parallelism moves rows: ragged
+        (jax.lax.ragged_all_to_all, exact sizes; TPU/GPU), padded (all_to_all of worst-case
+        buffers; any backend, XLA:CPU included), auto (ragged on TPU/GPU, padded on CPU).
 
     Experts:
       hidden_dim: F, each expert's hidden width.
@@ -116,6 +120,7 @@ class MoeConfig:
     dispatch: str = "index"
     grouped_matmul: str = "auto"
     block_size: int = 128
+    dropless_all_to_all: str = "auto"
 
     hidden_dim: int = 256
     activation: str = "relu"
@@ -153,6 +158,7 @@ class MoeConfig:
         check_choice(p + "gate_order", self.gate_order, GATE_ORDERS)
         check_choice(p + "dispatch", self.dispatch, DISPATCHES)
         check_choice(p + "grouped_matmul", self.grouped_matmul, GROUPED_MATMULS)
+        check_choice(p + "dropless_all_to_all", self.dropless_all_to_all, DROPLESS_ALL_TO_ALLS)
         check_choice(p + "activation", self.activation, ACTIVATIONS)
         check_choice(p + "dtype", self.dtype, DTYPES)
         _positive_int(p + "num_experts", self.num_experts)

@@ -22,8 +22,9 @@ from moejax import metrics as metrics_lib
 from moejax.config import MoeConfig
 from moejax.errors import ConfigError
 from moejax.experts import Experts
+from moejax.parallel.dropless import expert_parallel_dropless
 from moejax.parallel.expert_parallel import (active_mesh, constrain_groups,
-                                             expert_parallel_dropless, expert_parallel_ffn)
+                                             expert_parallel_ffn)
 from moejax.plan import expert_capacity
 from moejax.router import Router
 from moejax.routing import route, routing_k, update_selection_bias
@@ -167,7 +168,8 @@ class MoeLayer(nnx.Module):
                 groups.reshape(g * s, d), a.expert_index.reshape(g * s, k),
                 a.gate.reshape(g * s, k), a.valid.reshape(g * s, k), experts.weights(),
                 activation=experts.activation, dtype=experts.dtype, mesh=mesh,
-                impl=cfg.grouped_matmul, block_size=cfg.block_size,
+                impl=cfg.grouped_matmul, exchange=cfg.dropless_all_to_all,
+                block_size=cfg.block_size,
                 dropout_rate=experts.dropout_rate, key=dropout_key)      # [G·S, D]
             return y.reshape(g, s, d)
         rows = dispatch_lib.sort_assignments(

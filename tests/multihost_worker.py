@@ -34,21 +34,22 @@ os.environ["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count="
 os.environ["JAX_PLATFORMS"] = "cpu"
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import json  # noqa: E402
+import json
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-from flax import nnx  # noqa: E402
-from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from moejax.config import MoeConfig  # noqa: E402
-from moejax.models import build_model  # noqa: E402
-from moejax.models.config import ModelConfig  # noqa: E402
-from moejax.parallel import MeshConfig, global_batch, initialize, make_mesh, shard_model  # noqa: E402,E501
-from moejax.train.optimizer import make_optimizer  # noqa: E402
-from moejax.train.step import train_step  # noqa: E402
+from moejax.config import MoeConfig
+from moejax.models import build_model
+from moejax.models.config import ModelConfig
+from moejax.parallel import MeshConfig, global_batch, initialize, make_mesh, shard_model
+from moejax.train.optimizer import make_optimizer
+from moejax.train.step import train_step
 
 BATCH, LENGTH, VOCAB = 8, 16, 64
 MODEL = ModelConfig(
@@ -57,9 +58,9 @@ MODEL = ModelConfig(
     moe=MoeConfig(num_experts=8, num_selected_experts=2, hidden_dim=32, group_size=8,
                   capacity_factor=1.0, min_capacity=1, load_balance_loss=0.01,
                   router_z_loss=1e-3))
-OPTIMIZER = ml_collections.ConfigDict(dict(
-    name="adafactor", learning_rate=0.01, schedule="constant", warmup_steps=0,
-    weight_decay=0.0, b1=0.9, b2=0.99, grad_clip_norm=0.0))
+OPTIMIZER = ml_collections.ConfigDict({
+    "name": "adafactor", "learning_rate": 0.01, "schedule": "constant", "warmup_steps": 0,
+    "weight_decay": 0.0, "b1": 0.9, "b2": 0.99, "grad_clip_norm": 0.0})
 
 
 def global_numpy_batch(step: int) -> dict:
@@ -70,8 +71,8 @@ def global_numpy_batch(step: int) -> dict:
     segment_ids[::2, LENGTH // 2:] = 2                      # two packed documents in even rows
     positions = np.tile(np.arange(LENGTH, dtype=np.int32), (BATCH, 1))
     positions[::2, LENGTH // 2:] -= LENGTH // 2
-    return dict(inputs=tokens[:, :-1], targets=tokens[:, 1:], segment_ids=segment_ids,
-                positions=positions, loss_mask=np.ones((BATCH, LENGTH), np.float32))
+    return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "segment_ids": segment_ids,
+            "positions": positions, "loss_mask": np.ones((BATCH, LENGTH), np.float32)}
 
 
 def local_rows(batch: dict) -> dict:
@@ -94,8 +95,8 @@ def main():
     start = time.time()
     mesh = make_mesh(MeshConfig(data=2, expert=4))
     assert mesh.size == 8 and jax.local_device_count() == (8 if args.mode == "single" else 4)
-    record = dict(process_id=jax.process_index(), process_count=jax.process_count(),
-                  losses=[], grad_norms=[])
+    record = {"process_id": jax.process_index(), "process_count": jax.process_count(),
+              "losses": [], "grad_norms": []}
 
     def write():
         with open(f"{args.out}.p{jax.process_index()}", "w") as f:

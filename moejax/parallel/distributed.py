@@ -20,7 +20,8 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
                process_id: Optional[int] = None,
                local_device_ids: Optional[Union[int, Sequence[int]]] = None, *,
                cpu_collectives: Optional[str] = None,
-               heartbeat_timeout_seconds: int = 100,
+               heartbeat_timeout_seconds: int = 30,
+               shutdown_timeout_seconds: int = 60,
                initialization_timeout: int = 300) -> None:
     """Connects this process to the others (before any other JAX call touches devices).
 
@@ -29,9 +30,9 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
     task per GPU), Open MPI, Kubernetes jobs. Otherwise give the coordinator's host:port, the
     number of processes and this process's id (0 runs the coordinator).
     `cpu_collectives="gloo"` makes XLA:CPU devices of different processes talk (used by the
-    multi-process tests). A process
-    that stops answering for heartbeat_timeout_seconds makes the others fail instead of
-    hanging.
+    multi-process tests). When a process stops answering for heartbeat_timeout_seconds (JAX's
+    default is 100 s; 30 s here) the coordination service aborts the others instead of letting
+    them hang in a collective; shutdown_timeout_seconds bounds the exit barrier.
     """
     explicit = (coordinator_address, num_processes, process_id)
     check(all(v is None for v in explicit) or all(v is not None for v in explicit),
@@ -46,6 +47,7 @@ def initialize(coordinator_address: Optional[str] = None, num_processes: Optiona
                                num_processes=num_processes, process_id=process_id,
                                local_device_ids=local_device_ids,
                                heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+                               shutdown_timeout_seconds=shutdown_timeout_seconds,
                                initialization_timeout=initialization_timeout)
 
 

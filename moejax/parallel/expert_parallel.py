@@ -9,12 +9,8 @@ data × fsdp × expert; every device routes its own groups, then
 with E_l = E / |expert| experts per device. When E < |expert| each expert is replicated on
 r = |expert| / E devices and the slots of an expert are split between its replicas. The
 communication is written out with shard_map, so it is exactly two all_to_alls each way per
-layer, moving the capacity plan's expert buffers.
-
-Dropless expert parallelism (no capacity, DeepSeek-V3 / Megablocks) sends every assignment to
-the device of its expert. XLA:CPU has no ragged_all_to_all, so the exchange here uses fixed
-buffers sized for the worst case (every local assignment to one device), which is correct on
-every backend and costs |expert|× the bytes of an exact exchange.
+layer, moving the capacity plan's expert buffers. Dropless expert parallelism is in
+moejax/parallel/dropless.py.
 """
 
 from __future__ import annotations
@@ -26,7 +22,7 @@ import jax.numpy as jnp
 from jax.sharding import AbstractMesh, PartitionSpec as P
 
 from moejax.errors import check
-from moejax.experts import expert_ffn, grouped_ffn
+from moejax.experts import expert_ffn
 from moejax.parallel.mesh import BATCH_AXES, MESH_AXES
 
 EXPERT, MODEL = "expert", "model"
@@ -119,74 +115,3 @@ def expert_parallel_ffn(expert_in: jax.Array, weights: Dict[str, jax.Array], *,
         body, mesh=mesh,
         in_specs=(_batch_spec(mesh, 4), _weight_specs(weights, r > 1), P()),
         out_specs=_batch_spec(mesh, 4))(expert_in, weights, key)
-
-
-def expert_parallel_dropless(x: jax.Array, expert_index: jax.Array, gate: jax.Array,
-                             valid: jax.Array, weights: Dict[str, jax.Array], *,
-                             activation: str, dtype, mesh, impl: str = "auto",
-                             block_size: int = 128, dropout_rate: float = 0.0,
-                             key: Optional[jax.Array] = None) -> jax.Array:
-    """Dropless MoE over the `expert` axis: tokens x [T, D] (T split over the batch axes) with
-    their token-choice assignments [T, k] -> Σ_k gate · expert(x) [T, D] float32.
-
-    Each device sends every valid assignment's row to the device of its expert (replicated
-    experts: replica t mod r), where rows are grouped by local expert for a grouped matmul
-    (moejax.experts.grouped_ffn), and the outputs come back the same way.
-    """
-    t, d = x.shape
-    e = weights["wi"].shape[0]
-    x_size = mesh.shape[EXPERT]
-    e_local, r = expert_layout(e, x_size)
-    _check_groups(t, mesh)
-
-    def body(x, expert_index, gate, valid, w, key):
-        t_l, k = expert_index.shape
-        cap = t_l * min(k, e_local)            # most rows one device can receive from this one
-        n = t_l * k
-        tok = jnp.arange(n, dtype=jnp.int32) // k
-        eid = expert_index.reshape(n)
-        if r == 1:
-            dest, local = eid // e_local, eid % e_local
-        else:
-            dest, local = eid * r + tok % r, jnp.zeros_like(eid)
-        slots = x_size * e_local
-        sort_key = jnp.where(valid.reshape(n), dest * e_local + local, slots)     # [n]
-        order = jnp.argsort(sort_key, stable=True)
-        sorted_key = sort_key[order]
-        per_dest = jnp.bincount(sort_key, length=slots + 1)[:slots].reshape(
-            x_size, e_local).sum(axis=1)                                          # [|x|]
-        dest_start = jnp.cumsum(per_dest) - per_dest
-        sorted_dest = jnp.minimum(sorted_key // e_local, x_size - 1)
-        rank = jnp.arange(n, dtype=jnp.int32) - dest_start[sorted_dest]
-        slot = jnp.where(sorted_key < slots, sorted_dest * cap + rank, x_size * cap)  # [n]
-        send = jnp.zeros((x_size * cap, d), x.dtype).at[slot].set(x[tok[order]], mode="drop")
-        send_local = jnp.full((x_size * cap,), e_local, jnp.int32).at[slot].set(
-            (sorted_key % e_local).astype(jnp.int32), mode="drop")
-        recv = send.reshape(x_size, cap, d)
-        recv_local = send_local.reshape(x_size, cap)
-        if x_size > 1:
-            recv = jax.lax.all_to_all(recv, EXPERT, 0, 0, tiled=True)           # [|x|, cap, D]
-            recv_local = jax.lax.all_to_all(recv_local, EXPERT, 0, 0, tiled=True)
-        flat_local = recv_local.reshape(-1)
-        by_expert = jnp.argsort(flat_local, stable=True)
-        sizes = jnp.bincount(flat_local, length=e_local + 1)[:e_local].astype(jnp.int32)
-        if key is not None:
-            key = jax.random.fold_in(key, jax.lax.axis_index(MESH_AXES))
-        y_sorted = grouped_ffn(_local_experts(w, r), recv.reshape(-1, d)[by_expert], sizes,
-                               activation, dtype, impl=impl, block_size=block_size,
-                               dropout_rate=dropout_rate, key=key)
-        y = jnp.zeros_like(y_sorted).at[by_expert].set(y_sorted)
-        y = jax.lax.psum(y, MODEL).reshape(x_size, cap, d)
-        if x_size > 1:
-            y = jax.lax.all_to_all(y, EXPERT, 0, 0, tiled=True)
-        rows = jnp.take(y.reshape(x_size * cap, d), slot, axis=0, mode="fill", fill_value=0)
-        weighted = rows.astype(jnp.float32) * jnp.where(
-            valid, gate, 0.0).reshape(n)[order][:, None]
-        return jnp.zeros((t_l, d), jnp.float32).at[tok[order]].add(weighted)
-
-    token_spec = _batch_spec(mesh, 2)
-    return jax.shard_map(
-        body, mesh=mesh,
-        in_specs=(token_spec, token_spec, token_spec, token_spec,
-                  _weight_specs(weights, r > 1), P()),
-        out_specs=token_spec)(x, expert_index, gate, valid, weights, key)
