@@ -7,9 +7,15 @@ its gs:// directory) and the T5 SentencePiece model (--config.data.spm_model_pat
 
 from moejax.train.config import base_config
 
-# T5.1.1 sizes (Raffel et al. 2020; Switch Transformer Table 9): layers per stack, d_model,
-# d_ff, heads, head_dim.
+# T5 sizes, layers per stack, d_model, d_ff, heads, head_dim. T5 (Raffel et al. 2020) with
+# ReLU FFNs, the backbone of Switch-Base/Large (Switch Transformer Table 9: d_ff 3072 / 4096):
 T5_SIZES = {
+    "tiny": dict(layers=2, d_model=128, d_ff=256, heads=4, head_dim=32),
+    "base": dict(layers=12, d_model=768, d_ff=3072, heads=12, head_dim=64),
+    "large": dict(layers=24, d_model=1024, d_ff=4096, heads=16, head_dim=64),
+}
+# T5.1.1 with gated (GEGLU) FFNs, narrower to keep the parameter count (ST-MoE's backbone):
+T5_1_1_SIZES = {
     "tiny": dict(layers=2, d_model=128, d_ff=256, heads=4, head_dim=32),
     "base": dict(layers=12, d_model=768, d_ff=2048, heads=12, head_dim=64),
     "large": dict(layers=24, d_model=1024, d_ff=2816, heads=16, head_dim=64),
@@ -51,15 +57,20 @@ def _tiny_training(config, steps=1500):
 
 
 def t5_backbone(config, arg, *, num_experts):
-    """T5.1.1 encoder-decoder with span corruption; num_experts: {size: E}."""
-    _check_size(arg, T5_SIZES)
-    s = T5_SIZES[arg]
+    """T5 encoder-decoder with span corruption; num_experts: {size: E}.
+
+    The sizes follow the FFN activation already in config.model: T5 (ReLU) or T5.1.1 (gated);
+    the experts use the same activation as the dense FFNs.
+    """
+    gated = config.model.activation in ("geglu", "swiglu")
+    sizes = T5_1_1_SIZES if gated else T5_SIZES
+    _check_size(arg, sizes)
+    s = sizes[arg]
     config.model.update(arch="encoder_decoder", num_encoder_layers=s["layers"],
                         num_decoder_layers=s["layers"], d_model=s["d_model"], d_ff=s["d_ff"],
-                        num_heads=s["heads"], head_dim=s["head_dim"], activation="gelu"
-                        if config.model.activation == "relu" else config.model.activation)
+                        num_heads=s["heads"], head_dim=s["head_dim"])
     config.moe.update(num_experts=num_experts.get(arg, num_experts["base"]),
-                      hidden_dim=s["d_ff"])
+                      hidden_dim=s["d_ff"], activation=config.model.activation)
     config.data.objective = "span_corruption"
     if arg == "tiny":
         _tiny_training(config)

@@ -1,0 +1,50 @@
+"""Per-device parameter memory from abstract shapes (moejax/train/memory.py), checked against
+hand-counted parameters and the Switch paper's published size."""
+
+import importlib
+
+import pytest
+from flax import nnx
+
+from moejax.errors import ConfigError
+from moejax.models import build_model
+from moejax.parallel.memory import abstract_mesh, parameter_memory
+from moejax.train import memory
+from moejax.train.config import resolve
+
+
+def config_for(family, size, **mesh):
+    config = importlib.import_module(f"configs.{family}").get_config(size)
+    config.mesh.update(mesh)
+    return config
+
+
+def test_switch_base_has_the_papers_parameter_count():
+    """Switch Transformer Table 9: Switch-Base (128 experts) has 7.4B parameters."""
+    config = config_for("switch", "base")
+    model_cfg = resolve(config, memory.vocab_size(config))
+    model = nnx.eval_shape(lambda: build_model(model_cfg, rngs=nnx.Rngs(0)))
+    params = parameter_memory(model, abstract_mesh(dict(data=1, fsdp=1, expert=1, model=1)))
+    assert params["all"]["total"] / 4 == pytest.approx(7.4e9, rel=0.02)
+    # 12 sparse layers (every other of 12 + 12) × 128 experts × (wi + wo) of 768 × 3072
+    assert params["experts"]["total"] / 4 == 12 * 128 * 2 * 768 * 3072
+
+
+def test_experts_split_over_the_expert_axis_and_the_rest_is_replicated():
+    config = config_for("switch", "tiny")
+    model_cfg = resolve(config, memory.vocab_size(config))
+    model = nnx.eval_shape(lambda: build_model(model_cfg, rngs=nnx.Rngs(0)))
+    one = parameter_memory(model, abstract_mesh(dict(data=1, fsdp=1, expert=1, model=1)))
+    ep = parameter_memory(model, abstract_mesh(dict(data=4, fsdp=1, expert=4, model=1)))
+    assert ep["experts"]["per_device"] == one["experts"]["total"] / 4
+    assert ep["other"]["per_device"] == one["other"]["total"]
+    # tiny: 2 sparse layers (of 2 + 2) × 8 experts × (wi + wo) of 128 × 256, float32
+    assert one["experts"]["total"] == 2 * 8 * 2 * 128 * 256 * 4
+
+
+def test_report_names_the_mesh_and_rejects_a_mesh_that_does_not_fit():
+    text = memory.report(config_for("switch", "base", data=-1, expert=32), devices=64)
+    assert text.splitlines()[0] == "mesh data=2 × fsdp=1 × expert=32 × model=1 (64 devices)"
+    assert "parameters: experts" in text and "optimizer (adafactor)" in text
+    with pytest.raises(ConfigError, match=r"moe.num_experts=128 does not fit mesh.expert=48"):
+        memory.report(config_for("switch", "base", data=1, expert=48), devices=48)
