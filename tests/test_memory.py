@@ -48,3 +48,13 @@ def test_report_names_the_mesh_and_rejects_a_mesh_that_does_not_fit():
     assert "parameters: experts" in text and "optimizer (adafactor)" in text
     with pytest.raises(ConfigError, match=r"moe.num_experts=128 does not fit mesh.expert=48"):
         memory.report(config_for("switch", "base", data=1, expert=48), devices=48)
+
+
+def test_readme_memory_example_is_what_the_tool_prints():
+    import pathlib
+    import re
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```\n\$ python -m experiments.memory (.*?)\n(.*?)```", readme, re.S)
+    assert "--devices=16 --config.mesh.expert=16" in block.group(1)
+    text = memory.report(config_for("switch", "base", expert=16), devices=16)
+    assert block.group(2).strip() in text
