@@ -8,9 +8,10 @@ from flax import nnx
 
 from moejax.errors import ConfigError
 from moejax.models import build_model
-from moejax.parallel.memory import abstract_mesh, parameter_memory
+from moejax.parallel.memory import abstract_mesh, optimizer_memory, parameter_memory
 from moejax.train import memory
 from moejax.train.config import resolve
+from moejax.train.optimizer import make_optimizer
 
 
 def config_for(family, size, **mesh):
@@ -58,3 +59,23 @@ def test_readme_memory_example_is_what_the_tool_prints():
     assert "--devices=16 --config.mesh.expert=16" in block.group(1)
     text = memory.report(config_for("switch", "base", expert=16), devices=16)
     assert block.group(2).strip() in text
+
+
+def test_adamw_moments_are_placed_like_their_parameters():
+    """Adam's two moments per parameter: twice the parameters' bytes, in total and on each
+    device (the trainer places each moment like its parameter); plus one step count."""
+    config = config_for("switch", "tiny")
+    config.optimizer.name = "adamw"
+    model_cfg = resolve(config, memory.vocab_size(config))
+
+    def make():
+        model = build_model(model_cfg, rngs=nnx.Rngs(0))
+        return model, make_optimizer(config.optimizer, model, 10)
+
+    model, optimizer = nnx.eval_shape(make)
+    mesh = abstract_mesh(dict(data=2, fsdp=1, expert=4, model=1))
+    params = parameter_memory(model, mesh)["all"]
+    opt = optimizer_memory(optimizer, model, mesh)
+    assert params["per_device"] < params["total"]
+    for key in ("total", "per_device"):
+        assert opt[key] == pytest.approx(2 * params[key] + 2 * 4, abs=8)   # + int32 counts

@@ -197,27 +197,30 @@ def ragged_all_to_all_reference(operand, output, input_offsets, send_sizes, outp
     """jax.lax.ragged_all_to_all as its docstring defines it, from all_gather and scatter
     (XLA:CPU has no ragged_all_to_all): source i writes operand_i[input_offsets_i[me] :
     + send_sizes_i[me]] at output[output_offsets_i[me]:] of device me."""
-    del recv_sizes, axis_index_groups
+    del axis_index_groups
     me = jax.lax.axis_index(axis_name)
     every = [jax.lax.all_gather(a, axis_name)
              for a in (operand, input_offsets, send_sizes, output_offsets)]
     rows = jnp.arange(operand.shape[0])
     for i in range(every[0].shape[0]):
         src, start, size, dst = (a[i] for a in every)
-        mine = (rows >= start[me]) & (rows < start[me] + size[me])
+        # at most recv_sizes[i] rows from source i: a wrong recv_sizes loses rows
+        mine = ((rows >= start[me]) & (rows < start[me] + size[me])
+                & (rows - start[me] < recv_sizes[i]))
         target = jnp.where(mine, dst[me] + rows - start[me], output.shape[0])
         output = output.at[target].set(src, mode="drop")
     return output
 
 
-@pytest.mark.parametrize("router", ["dropless", "dropless_replicated", "deepseek_v3"])
-def test_ragged_exchange_equals_single_device(router, single_device, monkeypatch):
+@pytest.mark.parametrize("router, mesh_name", [
+    ("dropless", "2x2x2"), ("deepseek_v3", "2x2x2"), ("dropless_replicated", "1x8")])
+def test_ragged_exchange_equals_single_device(router, mesh_name, single_device, monkeypatch):
     """The TPU/GPU dropless exchange (ragged_all_to_all, exact sizes), run here through a
     reference of the collective's documented semantics, equals the single-device layer."""
     monkeypatch.setattr(jax.lax, "ragged_all_to_all", ragged_all_to_all_reference)
     loss0, y0, g0, gx0 = single_device(router)
     cfg = ROUTERS[router].replace(dropless_all_to_all="ragged")
-    mesh = make_mesh(MESHES["2x2x2"])
+    mesh = make_mesh(MESHES[mesh_name])
     with jax.set_mesh(mesh):
         layer = shard_model(lambda: make_layer(cfg), mesh)
         loss1, y1, (g_layer, gx1) = value_and_grads(layer, inputs())
@@ -225,3 +228,25 @@ def test_ragged_exchange_equals_single_device(router, single_device, monkeypatch
     assert relative_error(gx1, gx0) <= 1e-5
     for a, b in zip(jax.tree.leaves(nnx.to_pure_dict(g_layer)), g0):
         assert relative_error(a, b) <= 1e-5
+
+
+def test_a_batch_shard_must_live_on_one_process():
+    """Each process feeds its own rows: a `model` group spanning two hosts is refused."""
+    from types import SimpleNamespace
+
+    from moejax.train.mesh import _check_batch_shards_per_process
+
+    def fake_mesh(model):
+        devices = np.array([SimpleNamespace(process_index=i // 4) for i in range(8)],
+                           dtype=object).reshape(8 // model, 1, 1, model)
+        return SimpleNamespace(devices=devices, shape={"model": model})
+    _check_batch_shards_per_process(fake_mesh(4))                 # 4 devices per process
+    with pytest.raises(ConfigError, match=r"mesh.model=8 spans several processes"):
+        _check_batch_shards_per_process(fake_mesh(8))
+
+
+def test_checkpoint_directory_keeps_urls():
+    from moejax.train.checkpoint import checkpoint_directory
+    assert checkpoint_directory("gs://bucket/run/") == "gs://bucket/run/checkpoints"
+    assert checkpoint_directory("run").endswith("/run/checkpoints")
+    assert checkpoint_directory("run").startswith("/")

@@ -241,3 +241,16 @@ def test_mesh_that_does_not_fit_the_batch_fails_before_compiling(data_dir, tmp_p
                                           r"mesh's 8 batch shards"):
         trainer.train_and_evaluate(config, str(tmp_path))
     assert not os.path.exists(tmp_path / "checkpoints")
+
+
+@pytest.mark.parametrize("family", ["mixtral", "switch"])
+def test_empty_batch_looks_like_a_real_batch_of_padding(family, data_dir):
+    """What a process feeds when its share of the eval split has run out (multi-host)."""
+    from moejax.data import make_pipeline
+    config = micro(family, data_dir)
+    pipeline = make_pipeline(config.data, split=config.data.eval_split, seed=0, num_epochs=1)
+    real, empty = next(pipeline), pipeline.empty_batch()
+    assert sorted(empty) == sorted(real)
+    for key in real:
+        assert empty[key].shape == real[key].shape and empty[key].dtype == real[key].dtype
+        assert not empty[key].any()

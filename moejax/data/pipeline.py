@@ -90,6 +90,18 @@ class Pipeline:
     def __next__(self) -> Batch:
         return next(self.iterator)
 
+    def empty_batch(self) -> Batch:
+        """A batch of padding (segment 0, no loss): what a process whose share of a finite
+        split has run out feeds while the others finish (multi-host evaluation)."""
+        if "inputs" in self.feature_lengths:
+            lengths = {k: self.feature_lengths[
+                "inputs" if k.startswith("encoder") else "targets"]
+                for k in ENCODER_DECODER_FEATURES}
+        else:
+            lengths = {k: self.feature_lengths["targets"] for k in DECODER_ONLY_FEATURES}
+        return {k: np.zeros((self.batch_size, n), np.float32 if k.endswith(("mask", "weights"))
+                            else np.int32) for k, n in lengths.items()}
+
     def get_state(self) -> Dict[str, Any]:
         """The position of the iterator, to save with a checkpoint."""
         return self.iterator.get_state()

@@ -13,10 +13,10 @@ from moejax.parallel.dropless import expert_parallel_dropless
 from moejax.parallel.expert_parallel import (active_mesh, constrain_groups, expert_layout,
                                              expert_parallel_ffn)
 from moejax.parallel.mesh import BATCH_AXES, MESH_AXES, MeshConfig, check_moe_fits, make_mesh
-from moejax.parallel.rules import (LOGICAL_AXIS_RULES, logical_to_spec, shard_model,
-                                   state_shardings)
+from moejax.parallel.rules import (LOGICAL_AXIS_RULES, like_parameters, logical_to_spec,
+                                   shard_model, shard_optimizer, state_shardings)
 
 __all__ = ["BATCH_AXES", "LOGICAL_AXIS_RULES", "MESH_AXES", "MeshConfig", "active_mesh",
-           "check_moe_fits", "constrain_groups", "expert_layout", "expert_parallel_dropless",
+           "check_moe_fits", "constrain_groups", "like_parameters", "expert_layout", "expert_parallel_dropless",
            "expert_parallel_ffn", "global_batch", "initialize", "logical_to_spec", "make_mesh",
-           "shard_model", "state_shardings"]
+           "shard_model", "shard_optimizer", "state_shardings"]

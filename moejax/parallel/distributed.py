@@ -55,9 +55,9 @@ def global_batch(local_batch: Any, mesh: Mesh) -> Any:
     """Per-process batches (a pytree of [b, ...] arrays) -> global [process_count·b, ...] arrays
     split over the mesh's batch axes (data × fsdp × expert).
 
-    Each process's rows fill the batch shards of its own devices (with jax.make_mesh's device
-    order, process p holds rows [p·b, (p+1)·b)); every process must pass the same b (the data
-    pipeline gives every process batch_size / process_count examples).
+    Each process's rows fill the batch shards of its own devices, in mesh order; every process
+    must pass the same b (the data pipeline gives every process batch_size / process_count
+    examples) and hold whole batch shards (moejax.train.mesh checks it).
     """
     def one(x):
         x = np.asarray(x)

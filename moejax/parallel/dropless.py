@@ -8,9 +8,11 @@ DeepSeek-V3 / MegaBlocks layout over the `expert` mesh axis. Inside shard_map ea
      source, cap = T_l·min(k, E_l) rows, the most one source can send);
   4. runs its experts as a grouped matmul (moejax.experts.grouped_ffn) and sends the rows back;
   5. combines Σ_k gate · expert output per token.
-Rows move either with jax.lax.ragged_all_to_all (exact sizes; TPU and GPU) or with a plain
-all_to_all of the whole padded buffer (any backend: XLA:CPU has no ragged_all_to_all), which
-moves |expert|·min(k, E_l)/k times the bytes of the exact exchange.
+Rows move either with jax.lax.ragged_all_to_all (exact sizes on the wire; TPU and GPU) or with
+a plain all_to_all of the whole padded buffer (any backend: XLA:CPU has no ragged_all_to_all),
+which moves |expert|·min(k, E_l)/k times the bytes of the exact exchange. Either way the
+receive buffer, and the grouped matmul over it, is the worst-case |expert|·cap rows; with the
+block grouped matmul (CPU) that costs compute too, with ragged_dot (TPU/GPU) only memory.
 """
 
 from __future__ import annotations

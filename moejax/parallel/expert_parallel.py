@@ -7,9 +7,10 @@ data × fsdp × expert; every device routes its own groups, then
       --local experts (hidden width split over `model`, psum)--> --all_to_all back--> combine
 
 with E_l = E / |expert| experts per device. When E < |expert| each expert is replicated on
-r = |expert| / E devices and the slots of an expert are split between its replicas. The
-communication is written out with shard_map, so it is exactly two all_to_alls each way per
-layer, moving the capacity plan's expert buffers. Dropless expert parallelism is in
+r = |expert| / E devices (its weights are then replicated over the expert axis) and the slots
+of an expert are split between its replicas. The communication is written out with shard_map:
+one all_to_all out and one back in the forward pass (and their two transposes in the
+backward), each moving a device's share of the capacity plan's expert buffers. Dropless expert parallelism is in
 moejax/parallel/dropless.py.
 """
 

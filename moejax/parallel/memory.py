@@ -54,7 +54,23 @@ def parameter_memory(abstract_model: nnx.Module, mesh: AbstractMesh,
     return dict(memory)
 
 
-def state_bytes(abstract_tree) -> float:
-    """Bytes of every array leaf of an abstract pytree (e.g. an optimizer's state)."""
-    return float(sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize
-                     for x in jax.tree.leaves(abstract_tree) if hasattr(x, "shape")))
+def optimizer_memory(abstract_optimizer: nnx.Module, abstract_model: nnx.Module,
+                     mesh: AbstractMesh, rules=LOGICAL_AXIS_RULES) -> Dict[str, float]:
+    """{"total": bytes, "per_device": bytes} of the optimizer state, placed as the trainer
+    places it (moejax.parallel.rules.like_parameters: shaped like a parameter -> split like
+    it; anything else replicated)."""
+    shards_by_shape: Dict[tuple, int] = {}
+    for variable in jax.tree.leaves(nnx.state(abstract_model, nnx.Param),
+                                    is_leaf=lambda x: isinstance(x, nnx.Variable)):
+        value = variable.get_value()
+        spec = logical_to_spec(variable.get_metadata().get("logical_axes") or (), value.shape,
+                               mesh, rules)
+        shards_by_shape.setdefault(tuple(value.shape), _shards(spec, mesh))
+    memory = {"total": 0.0, "per_device": 0.0}
+    for x in jax.tree.leaves(nnx.state(abstract_optimizer)):
+        if not hasattr(x, "shape"):
+            continue
+        nbytes = math.prod(x.shape) * np.dtype(x.dtype).itemsize
+        memory["total"] += nbytes
+        memory["per_device"] += nbytes / shards_by_shape.get(tuple(x.shape), 1)
+    return memory

@@ -101,7 +101,8 @@ def check_moe_fits(moe_cfg, mesh: Mesh) -> None:
     if moe_cfg.router != "soft_moe":
         check(e % x == 0 or x % e == 0,
               f"moe.num_experts={e} does not fit mesh.expert={x}: one must divide the other "
-              f"(E/{x} experts per device, or each expert replicated on {x}/E devices)")
+              f"(E/{x} experts per device, or all E on every device with each expert's tokens "
+              f"split over {x}/E devices)")
     m = mesh.shape.get("model", 1)
     check(moe_cfg.hidden_dim % m == 0,
           f"moe.hidden_dim={moe_cfg.hidden_dim} is not divisible by mesh.model={m}")

@@ -86,6 +86,39 @@ def shard_model(make_model: Callable[[], nnx.Module], mesh: Mesh, rules=LOGICAL_
     return nnx.merge(graphdef, state)
 
 
+def like_parameters(abstract_state, model: nnx.Module, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
+    """Shardings for optimizer state: an array shaped like a parameter is placed like it (Adam
+    moments, unfactored second moments); anything else (factored statistics, counts, scalars)
+    is small and replicated."""
+    by_shape = {}
+    params = jax.tree.leaves(nnx.state(model, nnx.Param),
+                             is_leaf=lambda x: isinstance(x, nnx.Variable))
+    for variable in params:
+        sharding = _variable_sharding(variable, mesh, rules)
+        by_shape.setdefault(tuple(variable.get_value().shape), sharding)
+    replicated = NamedSharding(mesh, P())
+
+    def one(variable):
+        shape = tuple(getattr(variable.get_value(), "shape", ()))
+        return by_shape.get(shape, replicated)
+    return jax.tree.map(one, abstract_state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def shard_optimizer(make_optimizer: Callable[[nnx.Module], nnx.Module], model: nnx.Module,
+                    mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> nnx.Module:
+    """make_optimizer(model) with its state created in place (see like_parameters)."""
+    abstract = nnx.eval_shape(make_optimizer, model)
+    graphdef, abstract_state = nnx.split(abstract)
+    shardings = like_parameters(abstract_state, model, mesh, rules)
+    model_def, model_state = nnx.split(model)
+
+    def init(model_state):
+        return nnx.split(make_optimizer(nnx.merge(model_def, model_state)))[1]
+
+    state = jax.jit(init, out_shardings=shardings)(model_state)
+    return nnx.merge(graphdef, state)
+
+
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
     """Arrays whose leading axis is the batch: split over data × fsdp × expert."""
     return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))

@@ -14,6 +14,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from moejax.errors import ConfigError
+from moejax.train.logs import is_remote
 
 
 def _is_key(x) -> bool:
@@ -51,11 +52,17 @@ def gather_process_states(state: Dict[str, Any]) -> list:
     return [json.loads(bytes(row).rstrip(b"\0").decode()) for row in every]
 
 
+def checkpoint_directory(workdir: str) -> str:
+    """WORKDIR/checkpoints: local paths made absolute (orbax needs that), URLs (gs://) kept."""
+    base = str(workdir) if is_remote(workdir) else os.path.abspath(workdir)
+    return base.rstrip("/") + "/checkpoints"
+
+
 class Checkpointer:
     """CheckpointManager in WORKDIR/checkpoints keeping the last `keep` steps."""
 
     def __init__(self, workdir: str, keep: int):
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+        self.directory = checkpoint_directory(workdir)
         self.manager = ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
@@ -89,7 +96,7 @@ class Checkpointer:
                 f"({type(err).__name__}: {first[:200]}): it is damaged or was written with a "
                 f"different model config; use a new --workdir, or move it aside to resume "
                 f"from an earlier checkpoint") from err
-        states = restored.data["processes"]
+        states = restored.data.get("processes", [restored.data])  # written by one process
         if len(states) != jax.process_count():
             raise ConfigError(
                 f"checkpoint {os.path.join(self.directory, str(step))} was written by "

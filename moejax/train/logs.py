@@ -1,14 +1,24 @@
-"""Where training metrics go: a JSONL log, TensorBoard event files and a progress line."""
+"""Where training metrics go: a JSONL log, TensorBoard event files and a progress line.
+
+The workdir may be local or a URL (gs://bucket/run; needs the [gcs] extra): files go through
+etils.epath, and only process 0 of a multi-host run writes them.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from typing import Any, Dict, Mapping
 
+import jax
 import numpy as np
+from etils import epath
+
+
+def is_remote(workdir: str) -> bool:
+    """True for URLs (gs://, s3://, ...): object stores, which cannot append to a file."""
+    return "://" in str(workdir)
 
 
 def to_python(value: Any) -> Any:
@@ -25,21 +35,27 @@ class MetricsLog:
     """
 
     def __init__(self, workdir: str, resume_step: int = 0):
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        if os.path.exists(self.path):
-            kept = [] if resume_step == 0 else [
+        self.path = epath.Path(workdir) / "metrics.jsonl"
+        self.remote = is_remote(workdir)
+        self.lines = []
+        if self.path.exists():
+            self.lines = [] if resume_step == 0 else [
                 line for line in _complete_lines(self.path)
                 if json.loads(line)["step"] <= resume_step]
-            with open(self.path, "w", encoding="utf-8") as f:
-                f.writelines(kept)
+        self.path.write_text("".join(self.lines), encoding="utf-8")
         from tensorboardX import SummaryWriter   # imported here: optional for library users
-        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        self.tb = SummaryWriter(str(epath.Path(workdir) / "tensorboard"))
 
     def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> Dict[str, Any]:
         record = {"step": int(step), "split": split,
                   **{k: to_python(v) for k, v in metrics.items()}}
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        line = json.dumps(record) + "\n"
+        self.lines.append(line)
+        if self.remote:                          # object stores rewrite instead of appending
+            self.path.write_text("".join(self.lines), encoding="utf-8")
+        else:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(line)
         for key, value in record.items():
             if key in ("step", "split"):
                 continue
@@ -56,9 +72,19 @@ class MetricsLog:
         self.tb.close()
 
 
-def _complete_lines(path: str):
+class NoLog:
+    """What processes other than 0 use instead of a MetricsLog: the files have one writer."""
+
+    def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _complete_lines(path):
     """The lines of a JSONL file that parse (a run killed mid-write leaves a partial line)."""
-    with open(path, encoding="utf-8") as f:
+    with epath.Path(path).open(encoding="utf-8") as f:
         for line in f:
             try:
                 json.loads(line)
@@ -69,7 +95,7 @@ def _complete_lines(path: str):
 
 def read_log(workdir: str):
     """The records of WORKDIR/metrics.jsonl, in order."""
-    return [json.loads(line) for line in _complete_lines(os.path.join(workdir, "metrics.jsonl"))]
+    return [json.loads(line) for line in _complete_lines(epath.Path(workdir) / "metrics.jsonl")]
 
 
 class Progress:
@@ -92,7 +118,9 @@ class Progress:
 
     @staticmethod
     def show(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+        """Prints on process 0 only (every host runs the same loop)."""
+        if jax.process_index() == 0:
+            print(text, file=sys.stderr, flush=True)
 
 
 def _duration(seconds: float) -> str:

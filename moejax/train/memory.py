@@ -8,7 +8,7 @@ from __future__ import annotations
 from flax import nnx
 
 from moejax.models import build_model
-from moejax.parallel.memory import abstract_mesh, parameter_memory, state_bytes
+from moejax.parallel.memory import abstract_mesh, optimizer_memory, parameter_memory
 from moejax.parallel.mesh import MeshConfig, check_moe_fits
 from moejax.train.config import resolve
 from moejax.train.optimizer import make_optimizer
@@ -44,19 +44,16 @@ def report(config, devices: int) -> str:
 
     model, optimizer = nnx.eval_shape(make)                  # shapes only, nothing allocated
     params = parameter_memory(model, mesh)
-    opt_total = state_bytes(nnx.state(optimizer, nnx.optimizer.OptState))
-    # optimizer state follows its parameters' placement (same fraction per device)
-    fraction = params["all"]["per_device"] / max(params["all"]["total"], 1.0)
+    opt = optimizer_memory(optimizer, model, mesh)
     rows = [("parameters: experts", params.get("experts", {"total": 0, "per_device": 0})),
             ("parameters: other", params.get("other", {"total": 0, "per_device": 0})),
             ("parameters: all", params["all"]),
-            (f"optimizer ({config.optimizer.name})",
-             {"total": opt_total, "per_device": opt_total * fraction})]
+            (f"optimizer ({config.optimizer.name})", opt)]
     mesh_line = " × ".join(f"{k}={v}" for k, v in sizes.items())
     lines = [f"mesh {mesh_line} ({devices} devices)",
              f"{'':26s}{'total':>13s}{'per device':>14s}"]
     lines += [f"{name:26s}{gib(m['total'])}  {gib(m['per_device'])}" for name, m in rows]
-    lines.append(f"{'parameters + optimizer':26s}{gib(params['all']['total'] + opt_total)}  "
-                 f"{gib(params['all']['per_device'] + opt_total * fraction)}")
+    lines.append(f"{'parameters + optimizer':26s}{gib(params['all']['total'] + opt['total'])}  "
+                 f"{gib(params['all']['per_device'] + opt['per_device'])}")
     lines.append("activations not included (batch, sequence length, remat)")
     return "\n".join(lines)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import jax
+import numpy as np
 from jax.sharding import Mesh
 
 from moejax.errors import check
 from moejax.models.config import ModelConfig
-from moejax.parallel.mesh import MeshConfig, batch_shards, check_moe_fits, make_mesh
+from moejax.parallel.mesh import (MESH_AXES, MeshConfig, batch_shards, check_moe_fits,
+                                  make_mesh)
 
 
 def training_mesh(config, model_cfg: ModelConfig) -> Mesh:
@@ -22,7 +24,21 @@ def training_mesh(config, model_cfg: ModelConfig) -> Mesh:
     processes = jax.process_count()
     check(batch % processes == 0,
           f"data.batch_size={batch} must be divisible by the {processes} processes")
+    _check_batch_shards_per_process(mesh)
     return mesh
+
+
+def _check_batch_shards_per_process(mesh: Mesh) -> None:
+    """Each process feeds its own rows, so the devices holding one batch shard (a row of the
+    `model` axis) must all belong to one process."""
+    owners = {}
+    for index, device in np.ndenumerate(mesh.devices):
+        shard = index[:MESH_AXES.index("model")]
+        owners.setdefault(shard, set()).add(device.process_index)
+    check(all(len(p) == 1 for p in owners.values()),
+          f"mesh.model={mesh.shape['model']} spans several processes: a batch shard's devices "
+          f"must be on one host; use mesh.model <= {jax.local_device_count()} (devices per "
+          f"process) that divides it")
 
 
 def describe(mesh: Mesh) -> str:

@@ -51,35 +51,34 @@ def per_matrix(inner: optax.GradientTransformation, leaf_axes: List[tuple]
     """Applies `inner` to every matrix of every parameter independently.
 
     leaf_axes: for each parameter leaf (in jax.tree.leaves order) its batch axes, which are
-    vmapped over so that `inner` only sees the remaining matrix.
+    vmapped over (one vmap per axis, so the state keeps the parameter's leading layer and
+    expert axes, and with them its sharding) so that `inner` only sees the remaining matrix.
     """
 
     def to_batch(x, axes):
-        moved = jnp.moveaxis(x, axes, tuple(range(len(axes))))
-        return moved.reshape((-1,) + moved.shape[len(axes):])
+        return jnp.moveaxis(x, axes, tuple(range(len(axes))))
 
-    def from_batch(x, axes, shape):
-        lead = tuple(shape[a] for a in axes)
-        rest = tuple(s for i, s in enumerate(shape) if i not in axes)
-        return jnp.moveaxis(x.reshape(lead + rest), tuple(range(len(axes))), axes)
+    def from_batch(x, axes):
+        return jnp.moveaxis(x, tuple(range(len(axes))), axes)
+
+    def batched(fn, axes):
+        for _ in axes:
+            fn = jax.vmap(fn)
+        return fn
 
     def init(params):
         leaves = jax.tree.leaves(params)
-        check(len(leaves) == len(leaf_axes), "optimizer: parameter tree changed since it was built")
-        return [jax.vmap(inner.init)(to_batch(p, a)) if a else inner.init(p)
-                for p, a in zip(leaves, leaf_axes)]
+        check(len(leaves) == len(leaf_axes),
+              "optimizer: parameter tree changed since it was built")
+        return [batched(inner.init, a)(to_batch(p, a)) for p, a in zip(leaves, leaf_axes)]
 
     def update(updates, state, params=None):
         leaves_u, treedef = jax.tree.flatten(updates)
         leaves_p = jax.tree.leaves(params)
         new_u, new_s = [], []
         for u, s, p, axes in zip(leaves_u, state, leaves_p, leaf_axes):
-            if axes:
-                bu, bs = jax.vmap(inner.update)(to_batch(u, axes), s, to_batch(p, axes))
-                bu = from_batch(bu, axes, u.shape)
-            else:
-                bu, bs = inner.update(u, s, p)
-            new_u.append(bu)
+            bu, bs = batched(inner.update, axes)(to_batch(u, axes), s, to_batch(p, axes))
+            new_u.append(from_batch(bu, axes))
             new_s.append(bs)
         return treedef.unflatten(new_u), new_s
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
+import io
 from typing import List
 
 import numpy as np
+from etils import epath
 
 from moejax.train.logs import read_log
 
@@ -21,8 +22,8 @@ def plot_run(workdir: str) -> List[str]:
     """Writes WORKDIR/plots/loss.png and expert_load.png (if the model has MoE layers)."""
     plt = _pyplot()
     records = read_log(workdir)
-    out = os.path.join(workdir, "plots")
-    os.makedirs(out, exist_ok=True)
+    out = epath.Path(workdir) / "plots"
+    out.mkdir(parents=True, exist_ok=True)
     written = []
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -33,14 +34,10 @@ def plot_run(workdir: str) -> List[str]:
                     marker="o" if split == "eval" else None, label=f"{split} {key}")
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")
-    ax.set_title(os.path.basename(os.path.abspath(workdir)))
+    ax.set_title(str(workdir).rstrip("/").rsplit("/", 1)[-1])
     ax.grid(alpha=0.3)
     ax.legend()
-    path = os.path.join(out, "loss.png")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, out / "loss.png"))
 
     rows = [r for r in records if r["split"] == "train" and "moe/tokens_per_expert" in r]
     if rows:
@@ -57,9 +54,15 @@ def plot_run(workdir: str) -> List[str]:
             fig.colorbar(image, ax=ax, label="fraction of tokens")
         axes[-1, 0].set_xlabel("step")
         fig.suptitle("tokens per expert")
-        path = os.path.join(out, "expert_load.png")
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out / "expert_load.png"))
     return written
+
+
+def _save(fig, path: epath.Path) -> str:
+    """PNG bytes to a local path or a URL (gs://...)."""
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    _pyplot().close(fig)
+    path.write_bytes(buffer.getvalue())
+    return str(path)

@@ -9,21 +9,22 @@
 from __future__ import annotations
 
 import math
-import os
 import signal
 from typing import Any, Dict
 
 import jax
 import numpy as np
+from etils import epath
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from moejax.data import make_pipeline, make_tokenizer
 from moejax.models import build_model
-from moejax.parallel import global_batch, shard_model
+from moejax.parallel import global_batch, shard_model, shard_optimizer
 from moejax.train import plots
 from moejax.train.checkpoint import Checkpointer
 from moejax.train.config import resolve
-from moejax.train.logs import MetricsLog, Progress
+from moejax.train.logs import MetricsLog, NoLog, Progress
 from moejax.train.mesh import describe, training_mesh
 from moejax.train.optimizer import make_optimizer
 from moejax.train.step import eval_step, train_step
@@ -47,6 +48,14 @@ class _Preemption:
     def _handle(self, signum, frame):
         self.requested = True
 
+    def agreed(self) -> bool:
+        """Whether any process got SIGTERM: all of them must save (a collective) together,
+        and they receive the signal at different steps."""
+        if jax.process_count() == 1:
+            return self.requested
+        flags = multihost_utils.process_allgather(np.array([self.requested], np.int32))
+        return bool(np.any(flags))
+
     def __exit__(self, *exc):
         signal.signal(signal.SIGTERM, self.previous)
 
@@ -58,8 +67,9 @@ def count_params(model: nnx.Module) -> int:
 def evaluate(model, config, z_loss: float, mesh) -> Dict[str, Any]:
     """Token-weighted cross-entropy over the first eval_batches batches of the eval split.
 
-    Every process runs exactly eval_batches steps (the collectives need all of them); a process
-    whose share of the split runs out feeds empty batches, which weigh nothing.
+    With several processes all of them run the same steps (each is a collective): a process
+    whose share of the split has run out feeds empty batches, which weigh nothing, until every
+    process has run out.
     """
     data = config.data.copy_and_resolve_references()
     data.shuffle_buffer_size = 1                     # the same batches every time, fast to start
@@ -67,14 +77,15 @@ def evaluate(model, config, z_loss: float, mesh) -> Dict[str, Any]:
                              process_index=jax.process_index(),
                              process_count=jax.process_count(), num_epochs=1)
     total, weight, moe = 0.0, 0.0, []
-    empty = None
     for _ in range(config.train.eval_batches):
         batch = next(pipeline, None)
-        if batch is None and jax.process_count() == 1:
+        have = np.array([batch is not None], np.int32)
+        if jax.process_count() > 1:
+            have = multihost_utils.process_allgather(have)
+        if not np.any(have):
             break
         if batch is None:
-            batch = empty
-        empty = jax.tree.map(np.zeros_like, batch)
+            batch = pipeline.empty_batch()
         ce, w, metrics = eval_step(model, global_batch(batch, mesh), z_loss)
         total += float(ce) * float(w)
         weight += float(w)
@@ -96,11 +107,12 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
 
 def _train(config, workdir: str, model_cfg, mesh) -> Dict[str, Any]:
     t = config.train
-    os.makedirs(workdir, exist_ok=True)
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     seed = t.seed
     model = shard_model(lambda: build_model(
         model_cfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1, routing=seed + 2)), mesh)
-    optimizer = make_optimizer(config.optimizer, model, t.num_steps)
+    optimizer = shard_optimizer(
+        lambda model: make_optimizer(config.optimizer, model, t.num_steps), model, mesh)
     checkpoints = Checkpointer(workdir, t.keep_checkpoints)
     train_data = make_pipeline(config.data, split=config.data.train_split, seed=seed,
                                process_index=jax.process_index(),
@@ -110,7 +122,7 @@ def _train(config, workdir: str, model_cfg, mesh) -> Dict[str, Any]:
         data_state, _ = checkpoints.restore(step, model, optimizer)
         train_data.set_state(data_state)
         Progress.show(f"resumed from {checkpoints.directory}/{step}")
-    log = MetricsLog(workdir, resume_step=step)
+    log = MetricsLog(workdir, resume_step=step) if jax.process_index() == 0 else NoLog()
     batch_tokens = config.data.batch_size * config.data.seq_length
     Progress.show(f"{model_cfg.arch} model, {count_params(model) / 1e6:.2f}M parameters, "
                   f"router={model_cfg.moe.router}, E={model_cfg.moe.num_experts}, "
@@ -157,12 +169,13 @@ def _train(config, workdir: str, model_cfg, mesh) -> Dict[str, Any]:
                               f"{last_eval['cross_entropy']:.4f}")
             if step % t.checkpoint_every == 0 or step == t.num_steps:
                 save(step)
-            if preemption.requested:
+            if preemption.agreed():
                 save(step)
                 Progress.show(f"SIGTERM: saved step {step} to {checkpoints.directory}; exiting")
                 log.close()
                 return last_eval
     log.close()
-    written = plots.plot_run(workdir)
-    Progress.show("plots: " + ", ".join(written))
+    if jax.process_index() == 0:
+        written = plots.plot_run(workdir)
+        Progress.show("plots: " + ", ".join(written))
     return last_eval
