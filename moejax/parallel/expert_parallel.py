@@ -10,8 +10,8 @@ with E_l = E / |expert| experts per device. When E < |expert| each expert is rep
 r = |expert| / E devices (its weights are then replicated over the expert axis) and the slots
 of an expert are split between its replicas. The communication is written out with shard_map:
 one all_to_all out and one back in the forward pass (and their two transposes in the
-backward), each moving a device's share of the capacity plan's expert buffers. Dropless expert parallelism is in
-moejax/parallel/dropless.py.
+backward), each moving a device's share of the capacity plan's expert buffers. Dropless expert
+parallelism is in moejax/parallel/dropless.py.
 """
 
 from __future__ import annotations
