@@ -17,6 +17,6 @@ from moejax.parallel.rules import (LOGICAL_AXIS_RULES, like_parameters, logical_
                                    shard_model, shard_optimizer, state_shardings)
 
 __all__ = ["BATCH_AXES", "LOGICAL_AXIS_RULES", "MESH_AXES", "MeshConfig", "active_mesh",
-           "check_moe_fits", "constrain_groups", "like_parameters", "expert_layout",
-           "expert_parallel_dropless", "expert_parallel_ffn", "global_batch", "initialize", "logical_to_spec", "make_mesh",
-           "shard_model", "shard_optimizer", "state_shardings"]
+           "check_moe_fits", "constrain_groups", "expert_layout", "expert_parallel_dropless",
+           "expert_parallel_ffn", "global_batch", "initialize", "like_parameters",
+           "logical_to_spec", "make_mesh", "shard_model", "shard_optimizer", "state_shardings"]
