@@ -15,3 +15,15 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="moejax_jit_cache_"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+
+import pytest  # noqa: E402  (after the environment above)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """The embedded corpus built once per test session (trainer and multi-host tests)."""
+    from moejax.data import corpus
+    path = str(tmp_path_factory.mktemp("tfds"))
+    corpus.prepare(path)
+    return path

@@ -21,14 +21,6 @@ FAMILIES = ["dense", "switch", "gshard", "st_moe", "expert_choice", "soft_moe", 
             "shazeer", "mixtral", "deepseek_v3"]
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    from moejax.data import corpus
-    path = str(tmp_path_factory.mktemp("tfds"))
-    corpus.prepare(path)
-    return path
-
-
 def micro(family, data_dir, steps=3, **train):
     config = importlib.import_module(f"configs.{family}").get_config("tiny")
     config.model.update(d_model=32, num_heads=2, head_dim=16, d_ff=64)
