@@ -31,11 +31,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# No shared persistent compilation cache for the workers: two processes running the same
+# program, one loading it from the cache while the other compiles (or both loading it), made
+# XLA:CPU's gloo set-up time out ("Gloo context initialization failed ... GetKeyValue() timed
+# out") in the kill tests once an earlier test had filled the cache; compiling in both
+# processes is reliable.
+WORKER_ENV = {**os.environ, "JAX_ENABLE_COMPILATION_CACHE": "false"}
+
+
 def start(tmp_path, name, *args):
     """A worker process with its output in tmp_path/name.log; returns (Popen, log path)."""
     log = tmp_path / f"{name}.log"
     with open(log, "w") as f:
         proc = subprocess.Popen([sys.executable, "-u", WORKER, *map(str, args)], cwd=ROOT,
+                                env=WORKER_ENV,
                                 stdout=f, stderr=subprocess.STDOUT)
     return proc, log
 
@@ -167,7 +176,7 @@ def test_trainer_on_two_processes(tmp_path, data_dir):
                                 "--cpu_collectives=gloo")) for i in range(2)]]:
             log = tmp_path / f"{name}.log"
             workdir = tmp_path / ("single" if name == "single" else "multi")
-            env = {**os.environ, "XLA_FLAGS": flags + str(devices)}
+            env = {**WORKER_ENV, "XLA_FLAGS": flags + str(devices)}
             with open(log, "w") as f:
                 procs.append((subprocess.Popen(train_command(workdir, data_dir, *extra),
                                                cwd=ROOT, env=env, stdout=f,
