@@ -21,6 +21,7 @@ setuptools.setup(
         "ml-collections>=1.0.0",
         "absl-py>=2.1.0",
         "numpy>=1.26",
+        "etils[epath]>=1.7",          # workdirs that are URLs (gs://); orbax uses it too
         # data: tfds builders writing array_record, read through grain, no TensorFlow
         "tensorflow-datasets>=4.9.10",
         "importlib_resources>=6.0",   # tfds 4.9.10 needs it but declares it for Python < 3.9 only
@@ -37,7 +38,9 @@ setuptools.setup(
     ],
     extras_require={
         "test": ["pytest>=8.0", "scipy>=1.11"],
-        "gcs": ["gcsfs"],
+        # gs:// workdirs: gcsfs for checkpoints, logs and plots (etils.epath), and
+        # google-cloud-storage for TensorBoard event files (tensorboardX)
+        "gcs": ["gcsfs", "google-cloud-storage"],
     },
     license="Apache-2.0",
 )
