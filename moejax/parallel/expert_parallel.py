@@ -24,7 +24,7 @@ from jax.sharding import AbstractMesh, PartitionSpec as P
 
 from moejax.errors import check
 from moejax.experts import expert_ffn
-from moejax.parallel.mesh import BATCH_AXES, MESH_AXES
+from moejax.parallel.mesh import BATCH_AXES, MESH_AXES, batch_shards
 
 EXPERT, MODEL = "expert", "model"
 
@@ -48,7 +48,7 @@ def constrain_groups(groups: jax.Array) -> jax.Array:
 
 
 def expert_layout(num_experts: int, expert_axis: int) -> Tuple[int, int]:
-    """(experts per device E_l, replicas per expert r): E_l·r·|expert| = E·r."""
+    """(experts per device E_l, replicas per expert r), with E_l·|expert| = E·r."""
     check(num_experts % expert_axis == 0 or expert_axis % num_experts == 0,
           f"moe.num_experts={num_experts} does not fit mesh.expert={expert_axis}: one must "
           "divide the other")
@@ -75,9 +75,7 @@ def _local_experts(w: Dict[str, jax.Array], replicas: int) -> Dict[str, jax.Arra
 
 
 def _check_groups(num_groups: int, mesh) -> None:
-    shards = 1
-    for axis in BATCH_AXES:
-        shards *= mesh.shape[axis]
+    shards = batch_shards(mesh)
     check(num_groups % shards == 0,
           f"the MoE layer has {num_groups} groups, not divisible by the {shards} batch shards "
           f"of the mesh (data × fsdp × expert); change data.batch_size or moe.group_size")

@@ -35,22 +35,28 @@ def _shards(spec, mesh: AbstractMesh) -> int:
     return count
 
 
+def _nbytes(x) -> int:
+    return math.prod(x.shape) * np.dtype(x.dtype).itemsize
+
+
+def _parameters(abstract_model: nnx.Module, mesh: AbstractMesh, rules):
+    """(value, logical axis names, shards) of every parameter placed by the rules."""
+    for variable in jax.tree.leaves(nnx.state(abstract_model, nnx.Param),
+                                    is_leaf=lambda x: isinstance(x, nnx.Variable)):
+        value = variable.get_value()
+        names = variable.get_metadata().get("logical_axes") or ()
+        yield value, names, _shards(logical_to_spec(names, value.shape, mesh, rules), mesh)
+
+
 def parameter_memory(abstract_model: nnx.Module, mesh: AbstractMesh,
                      rules=LOGICAL_AXIS_RULES) -> Dict[str, Dict[str, float]]:
     """{kind: {"total": bytes, "per_device": bytes}} for kinds 'experts' (stacked expert
     weights), 'other' (everything else) and 'all'."""
     memory: Dict[str, Dict[str, float]] = defaultdict(lambda: {"total": 0.0, "per_device": 0.0})
-    params = jax.tree.leaves(nnx.state(abstract_model, nnx.Param),
-                             is_leaf=lambda x: isinstance(x, nnx.Variable))
-    for variable in params:
-        value = variable.get_value()
-        names = variable.get_metadata().get("logical_axes") or ()
-        nbytes = math.prod(value.shape) * np.dtype(value.dtype).itemsize
-        spec = logical_to_spec(names, value.shape, mesh, rules)
-        kind = "experts" if "expert" in names else "other"
-        for k in (kind, "all"):
-            memory[k]["total"] += nbytes
-            memory[k]["per_device"] += nbytes / _shards(spec, mesh)
+    for value, names, shards in _parameters(abstract_model, mesh, rules):
+        for kind in ("experts" if "expert" in names else "other", "all"):
+            memory[kind]["total"] += _nbytes(value)
+            memory[kind]["per_device"] += _nbytes(value) / shards
     return dict(memory)
 
 
@@ -60,17 +66,11 @@ def optimizer_memory(abstract_optimizer: nnx.Module, abstract_model: nnx.Module,
     places it (moejax.parallel.rules.like_parameters: shaped like a parameter -> split like
     it; anything else replicated)."""
     shards_by_shape: Dict[tuple, int] = {}
-    for variable in jax.tree.leaves(nnx.state(abstract_model, nnx.Param),
-                                    is_leaf=lambda x: isinstance(x, nnx.Variable)):
-        value = variable.get_value()
-        spec = logical_to_spec(variable.get_metadata().get("logical_axes") or (), value.shape,
-                               mesh, rules)
-        shards_by_shape.setdefault(tuple(value.shape), _shards(spec, mesh))
+    for value, _, shards in _parameters(abstract_model, mesh, rules):
+        shards_by_shape.setdefault(tuple(value.shape), shards)
     memory = {"total": 0.0, "per_device": 0.0}
     for x in jax.tree.leaves(nnx.state(abstract_optimizer)):
-        if not hasattr(x, "shape"):
-            continue
-        nbytes = math.prod(x.shape) * np.dtype(x.dtype).itemsize
-        memory["total"] += nbytes
-        memory["per_device"] += nbytes / shards_by_shape.get(tuple(x.shape), 1)
+        if hasattr(x, "shape"):
+            memory["total"] += _nbytes(x)
+            memory["per_device"] += _nbytes(x) / shards_by_shape.get(tuple(x.shape), 1)
     return memory
