@@ -1,93 +1,85 @@
-r"""Benchmarks printed as ratios measured side by side in one run.
+r"""Benchmarks printed as ratios measured side by side in one run (docs/PERFORMANCE.md).
 
-    python -m experiments.bench --suite=layer [--tokens=8192 --d_model=512 --hidden=1024]
-        [--experts=8 --json=PATH]
+    python -m experiments.bench --suite=layer|step|comm|compile|memory|all [--smoke]
+        [--json=PATH]
 
-Suite `layer`: forward+backward time of the MoE layer (top-1 and top-2, capacity factor 1.25;
-index and einsum dispatch; dropless with the block-sparse CPU path and with ragged_dot) against
-a dense FFN with the same per-token FLOPs (hidden width k·F). Medians of --repeats runs.
+Suites (one module each in experiments/benchmarks/):
+  layer    MoE layer fwd+bwd against a dense FFN of equal per-token FLOPs: routing families,
+           dispatch kinds, fine-grained experts, token counts.
+  step     training tokens/s of the tiny Switch and ST-MoE configs against their dense baselines.
+  comm     collectives in the compiled HLO of a sharded train step on 8 virtual devices, against
+           the capacity plan's minimum.
+  compile  compile time of the train step against depth (scanned layers).
+  memory   compiled temporary memory of the MoE train step against the dense baseline.
+--smoke runs tiny sizes (what the tests run). The table is printed as Markdown; --json writes
+{suite: {title, rows, notes}}.
 """
 
+import importlib
 import json
-import statistics
+import os
+import subprocess
 import sys
-import time
 
-import jax
-import jax.numpy as jnp
 from absl import app, flags
-from flax import nnx
 
-from moejax import MoeConfig, MoeLayer
-from moejax.experts import expert_ffn
+SUITES = ("layer", "step", "comm", "compile", "memory")
+# Suites that need several devices: on CPU they run with 8 virtual ones.
+NEEDS_DEVICES = {"comm": 8}
 
-_SUITE = flags.DEFINE_enum("suite", "layer", ["layer"], "Which benchmark to run.")
-_TOKENS = flags.DEFINE_integer("tokens", 8192, "Tokens per step (groups of --group_size).")
-_GROUP = flags.DEFINE_integer("group_size", 1024, "Tokens per routing group.")
-_D = flags.DEFINE_integer("d_model", 512, "Model width D.")
-_F = flags.DEFINE_integer("hidden", 1024, "Expert hidden width F.")
-_E = flags.DEFINE_integer("experts", 8, "Number of experts E.")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed runs per variant (median reported).")
+_SUITE = flags.DEFINE_enum("suite", "layer", SUITES + ("all",), "Which benchmark to run.")
+_SMOKE = flags.DEFINE_bool("smoke", False, "Tiny sizes: checks that a suite runs, in seconds.")
 _JSON = flags.DEFINE_string("json", None, "Also write the results here.")
 
-VARIANTS = [("index", "auto"), ("einsum", "auto"), ("dropless", "blocks"),
-            ("dropless", "ragged_dot")]
+
+def run_in_subprocess(suite: str, json_path: str) -> dict:
+    """One suite in a fresh process (its own device count and compile state)."""
+    env = dict(os.environ)
+    if suite in NEEDS_DEVICES and "xla_force_host_platform_device_count" not in env.get(
+            "XLA_FLAGS", ""):
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count="
+                            f"{NEEDS_DEVICES[suite]}").strip()
+    cmd = [sys.executable, "-m", "experiments.bench", f"--suite={suite}", f"--json={json_path}"]
+    if _SMOKE.value:
+        cmd.append("--smoke")
+    subprocess.run(cmd, env=env, check=True)
+    with open(json_path, encoding="utf-8") as f:
+        return json.load(f)
 
 
-def median_seconds(fn, *args) -> float:
-    jax.block_until_ready(fn(*args))                     # compile
-    times = []
-    for _ in range(_REPEATS.value):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def dense_time(x, k: int) -> float:
-    keys = jax.random.split(jax.random.key(1), 2)
-    w = {"wi": jax.random.normal(keys[0], (_D.value, k * _F.value)) * 0.02,
-         "wo": jax.random.normal(keys[1], (k * _F.value, _D.value)) * 0.02}
-    step = jax.jit(jax.grad(lambda w, x: jnp.sum(expert_ffn(w, x, "relu", jnp.float32) ** 2)))
-    return median_seconds(step, w, x.reshape(-1, _D.value))
-
-
-def moe_time(x, k: int, dispatch: str, grouped: str) -> float:
-    cfg = MoeConfig(num_experts=_E.value, num_selected_experts=k, hidden_dim=_F.value,
-                    dispatch=dispatch, grouped_matmul=grouped, capacity_factor=1.25,
-                    group_size=_GROUP.value)
-    layer = MoeLayer(cfg, _D.value, rngs=nnx.Rngs(0))
-    step = nnx.jit(lambda layer, x: nnx.grad(lambda l: jnp.sum(l(x)[0] ** 2))(layer))
-    return median_seconds(step, layer, x)
-
-
-def layer_suite():
-    x = jax.random.normal(jax.random.key(0), (_TOKENS.value // _GROUP.value, _GROUP.value,
-                                              _D.value))
-    rows = []
-    for k in (1, 2):
-        base = dense_time(x, k)
-        rows.append(dict(k=k, variant="dense FFN (hidden k·F)", seconds=base, ratio=1.0))
-        for dispatch, grouped in VARIANTS:
-            seconds = moe_time(x, k, dispatch, grouped)
-            name = dispatch if dispatch != "dropless" else f"dropless/{grouped}"
-            rows.append(dict(k=k, variant=name, seconds=seconds, ratio=seconds / base))
-    print(f"layer fwd+bwd, T={_TOKENS.value}, group={_GROUP.value}, D={_D.value}, "
-          f"F={_F.value}, E={_E.value}, cf=1.25, {jax.default_backend()}, median of "
-          f"{_REPEATS.value}")
-    print(f"{'k':>2} {'variant':<24} {'ms':>9} {'x dense':>8}")
-    for r in rows:
-        print(f"{r['k']:>2} {r['variant']:<24} {r['seconds'] * 1e3:9.1f} {r['ratio']:8.2f}")
-    return rows
+def run_here(suite: str) -> dict:
+    import jax
+    needed = NEEDS_DEVICES.get(suite, 1)
+    if jax.device_count() < needed:
+        raise app.UsageError(
+            f"--suite={suite} needs {needed} devices and jax sees {jax.device_count()}; on CPU set "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={needed} (or run --suite=all)")
+    table = importlib.import_module(f"experiments.benchmarks.{suite}").run(smoke=_SMOKE.value)
+    print(table.format(), flush=True)
+    return {suite: table.to_json()}
 
 
 def main(argv):
     del argv
-    rows = layer_suite()
+    results = {}
+    if _SUITE.value == "all":
+        out = _JSON.value or os.devnull
+        for suite in SUITES:
+            print(f"\n## {suite}\n", flush=True)
+            part = (out + f".{suite}.json") if _JSON.value else f"/tmp/moejax_bench_{suite}.json"
+            results.update(run_in_subprocess(suite, part))
+            if _JSON.value:
+                os.remove(part)
+    else:
+        if _SUITE.value in NEEDS_DEVICES and "xla_force_host_platform_device_count" not in \
+                os.environ.get("XLA_FLAGS", "") and os.environ.get("JAX_PLATFORMS", "cpu") == "cpu":
+            # Before jax starts a backend: the virtual devices are read when it does.
+            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_"
+                                       f"platform_device_count={NEEDS_DEVICES[_SUITE.value]}")
+        results = run_here(_SUITE.value)
     if _JSON.value:
         with open(_JSON.value, "w", encoding="utf-8") as f:
-            json.dump(rows, f, indent=1)
-    sys.stdout.flush()
+            json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":

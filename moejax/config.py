@@ -151,6 +151,22 @@ class MoeConfig:
     def uses_capacity(self) -> bool:
         return self.dispatch != "dropless"
 
+    @property
+    def active_hidden_dim(self) -> int:
+        """Hidden width a token passes through on average: the width of the dense FFN with the
+        same per-token FLOPs (router aside). k·F (expert choice: capacity_factor·F, its
+        average experts per token; dense mixture: E·F) plus the shared experts."""
+        check(self.router != "soft_moe",
+              "moe.router='soft_moe' has no per-token expert width: its FLOPs per token "
+              "are E·slots_per_expert·F / group_size")
+        if self.router == "expert_choice":
+            routed = round(self.capacity_factor * self.hidden_dim)
+        elif self.router == "dense":
+            routed = self.num_experts * self.hidden_dim
+        else:
+            routed = self.num_selected_experts * self.hidden_dim
+        return routed + self.num_shared_experts * (self.shared_hidden_dim or self.hidden_dim)
+
     def validate(self) -> None:
         """Checks every field; raises one ConfigError line naming the first bad one."""
         p = "moe."

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from moejax.grouped import grouped_apply
+from moejax.grouped import grouped_matmul
 
 GATED = {"geglu": jax.nn.gelu, "swiglu": jax.nn.silu}
 PLAIN = {"relu": jax.nn.relu, "gelu": jax.nn.gelu, "silu": jax.nn.silu}
@@ -103,14 +103,12 @@ def grouped_ffn(w: Dict[str, jax.Array], x: jax.Array, group_sizes: jax.Array, a
                 key: Optional[jax.Array] = None) -> jax.Array:
     """Each row of x [N, D] (sorted by expert, group_sizes [E]) through its expert -> [N, D].
 
-    impl: 'ragged_dot' (jax.lax.ragged_dot), 'blocks' (moejax.grouped block-sparse scan) or
+    impl: 'ragged_dot' (jax.lax.ragged_dot), 'blocks' (moejax.grouped.grouped_matmul) or
     'auto'. Rows past the last group come back as zeros.
     """
     if resolve_grouped_matmul(impl) == "blocks":
-        def one_expert(w_e, x_block, index):
-            block_key = None if key is None else jax.random.fold_in(key, index)
-            return expert_ffn(w_e, x_block, activation, dtype, dropout_rate, block_key)
-        return grouped_apply(one_expert, w, x, group_sizes, block_size)
+        matmul = lambda rows, w_e: grouped_matmul(rows, w_e, group_sizes, block_size)
+        return expert_ffn(w, x, activation, dtype, dropout_rate, key, matmul)
     ragged = functools.partial(_ragged_matmul, group_sizes=group_sizes)
     return expert_ffn(w, x, activation, dtype, dropout_rate, key, ragged)
 

@@ -1,70 +1,141 @@
-"""Block-sparse grouped computation: run each expert only on its own rows (Megablocks-style).
+"""Grouped matmul for rows sorted by expert, for XLA:CPU (Megablocks-style, without padding).
 
-Rows sorted by expert are laid out in blocks of `block_size` rows that each belong to one
-expert (an expert's last block is padded with zero rows). A scan over blocks then applies
-that block's expert, so the cost is (rows + E·block_size) · per-row cost, never every expert on
-every row. This is the dropless path for XLA:CPU, where `jax.lax.ragged_dot` computes every
-expert on every row; on TPU/GPU moejax uses `ragged_dot` instead.
+Expert e owns the consecutive sorted rows [start_e, end_e). Each expert multiplies its rows in
+windows read straight from the sorted rows: as many windows of `8·block_size` rows as fit,
+then windows of `block_size` rows for the rest. A window's rows past end_e belong to the next
+expert and are left alone, so the cost is (rows + E·block_size) · per-row cost at most, never
+every expert on every row, and most rows go through large matmuls (XLA:CPU runs a 128-row
+matmul well below the speed of a 1024-row one). Window counts are only known at run time, so
+the loops have dynamic bounds; rows past the last expert's are never visited and come back as
+zeros. On TPU/GPU moejax uses `jax.lax.ragged_dot` instead (on XLA:CPU it computes every
+expert on every row).
+
+The gradient is written by hand (custom_vjp): dx is the same loop with wᵀ, and each expert's
+weight gradient is summed in a local accumulator and written once. Differentiating the loops
+would instead add a zero-padded [E, K, N] weight gradient per window.
 
 Gale et al. 2022, "MegaBlocks: Efficient Sparse Training with Mixture-of-Experts".
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import functools
 
 import jax
 import jax.numpy as jnp
 
-
-def block_layout(group_sizes: jax.Array, num_rows: int, block_size: int):
-    """Where each sorted row goes in the blocked layout, and which expert owns each block.
-
-    group_sizes: [E] int32 rows per expert (they may sum to less than num_rows; the rest are
-      ignored). Returns (padded_row [num_rows] int32, an index into num_blocks·block_size rows
-      or num_blocks·block_size for ignored rows; block_expert [num_blocks] int32), with the
-      static num_blocks = ceil(num_rows / block_size) + E, enough for any group sizes.
-    """
-    num_experts = group_sizes.shape[0]
-    num_blocks = -(-num_rows // block_size) + num_experts
-    blocks_per_expert = (group_sizes + block_size - 1) // block_size            # [E]
-    block_end = jnp.cumsum(blocks_per_expert)                                    # [E]
-    block_start = block_end - blocks_per_expert                                  # [E]
-    row_end = jnp.cumsum(group_sizes)                                            # [E]
-    row_start = row_end - group_sizes                                            # [E]
-    rows = jnp.arange(num_rows, dtype=jnp.int32)
-    expert = jnp.searchsorted(row_end, rows, side="right")                       # [num_rows]
-    in_group = expert < num_experts
-    e = jnp.minimum(expert, num_experts - 1)
-    padded = block_start[e] * block_size + rows - row_start[e]
-    padded_row = jnp.where(in_group, padded, num_blocks * block_size).astype(jnp.int32)
-    blocks = jnp.arange(num_blocks, dtype=jnp.int32)
-    block_expert = jnp.minimum(jnp.searchsorted(block_end, blocks, side="right"),
-                               num_experts - 1).astype(jnp.int32)
-    return padded_row, block_expert
+BIG_WINDOWS = 8            # large windows are this many block_size-row windows
 
 
-def grouped_apply(fn: Callable[[Any, jax.Array, jax.Array], jax.Array], params: Any,
-                  x: jax.Array, group_sizes: jax.Array, block_size: int) -> jax.Array:
-    """y[r] = fn(params[e(r)], x[r]) for rows x [N, D] sorted by expert e(r).
+def _expert_windows(first: jax.Array, end: jax.Array, block_size: int, body, carry):
+    """body(window_start, window_rows (static), carry) over the windows that cover one expert's
+    rows [first, end): floor(n / big) windows of big rows, then ceil(rest / block_size)."""
+    big = BIG_WINDOWS * block_size
+    num_big = (end - first) // big
+    carry = jax.lax.fori_loop(0, num_big, lambda j, c: body(first + j * big, big, c), carry)
+    rest = first + num_big * big
+    num_small = (end - rest + block_size - 1) // block_size
+    return jax.lax.fori_loop(0, num_small,
+                             lambda i, c: body(rest + i * block_size, block_size, c), carry)
 
-    fn(params_e, x_block [block_size, D], block_index) -> [block_size, D_out] applies one
-    expert; params is a pytree whose leaves have a leading expert axis E. Rows outside every
-    group come back as zeros.
-    """
-    n, d = x.shape
-    padded_row, block_expert = block_layout(group_sizes, n, block_size)
-    num_blocks = block_expert.shape[0]
-    x_blocks = jnp.zeros((num_blocks * block_size, d), x.dtype).at[padded_row].set(
-        x, mode="drop").reshape(num_blocks, block_size, d)
 
-    def one_block(args):
-        x_block, expert, index = args
-        params_e = jax.tree.map(lambda p: jax.lax.dynamic_index_in_dim(p, expert, 0, False),
-                                params)
-        return fn(params_e, x_block, index)
+def _per_expert(group_sizes: jax.Array, body, carry):
+    """body(e, first_row, end_row, carry) for every expert e, in order."""
+    end = jnp.cumsum(group_sizes)
+    start = end - group_sizes
+    return jax.lax.fori_loop(0, group_sizes.shape[0],
+                             lambda e, c: body(e, start[e], end[e], c), carry)
 
-    y_blocks = jax.lax.map(one_block, (x_blocks, block_expert,
-                                       jnp.arange(num_blocks, dtype=jnp.int32)))
-    y_padded = y_blocks.reshape(num_blocks * block_size, -1)
-    return jnp.take(y_padded, padded_row, axis=0, mode="fill", fill_value=0)
+
+def _pad_rows(x: jax.Array, rows: int) -> jax.Array:
+    """x [N, K] -> [N + rows, K] with zero rows, so no window is clamped at the end."""
+    return jnp.concatenate([x, jnp.zeros((rows, x.shape[1]), x.dtype)])
+
+
+def _varying(*arrays) -> set:
+    """The manual mesh axes (inside shard_map) that any of the arrays varies over."""
+    return set().union(*(jax.typeof(a).manual_axis_type.varying for a in arrays))
+
+
+def _zeros(shape, dtype, *inputs) -> jax.Array:
+    """Zeros that vary over the manual mesh axes any of `inputs` varies over: inside shard_map a
+    loop carry must keep its type, and the loop body mixes the inputs into it."""
+    axes = _varying(*inputs)
+    zeros = jnp.zeros(shape, dtype)
+    return jax.lax.pcast(zeros, tuple(sorted(axes)), to="varying") if axes else zeros
+
+
+def _sum_to(cotangent: jax.Array, primal: jax.Array) -> jax.Array:
+    """Sums a cotangent over the mesh axes its primal does not vary over (the transpose of
+    using one copy of the primal on every device of those axes)."""
+    extra = _varying(cotangent) - _varying(primal)
+    return jax.lax.psum(cotangent, tuple(sorted(extra))) if extra else cotangent
+
+
+def _window(x: jax.Array, first: jax.Array, rows: int) -> jax.Array:
+    return jax.lax.dynamic_slice_in_dim(x, first, rows, axis=0)
+
+
+def _multiply(x: jax.Array, w: jax.Array, group_sizes: jax.Array, block_size: int) -> jax.Array:
+    """y[r] = x[r] · w[e(r)]: x [N, K] sorted rows, w [E, K, M] -> [N, M]; rows past the last
+    group are zero."""
+    n, pad = x.shape[0], BIG_WINDOWS * block_size
+    x = _pad_rows(x, pad)
+
+    def expert(e, first, end, y):
+        w_e = w[e]                                                           # [K, M], once
+
+        def window(start, rows, y):
+            out = _window(x, start, rows) @ w_e                              # [rows, M]
+            mine = (start + jnp.arange(rows) < end)[:, None]
+            out = jnp.where(mine, out, _window(y, start, rows))   # the next expert's rows: keep
+            return jax.lax.dynamic_update_slice_in_dim(y, out, start, axis=0)
+
+        return _expert_windows(first, end, block_size, window, y)
+
+    y = _zeros((n + pad, w.shape[-1]), jnp.result_type(x, w), x, w, group_sizes)
+    return _per_expert(group_sizes, expert, y)[:n]
+
+
+def _weight_gradient(x: jax.Array, dy: jax.Array, group_sizes: jax.Array,
+                     block_size: int) -> jax.Array:
+    """dw[e] = Σ over expert e's rows r of x[r]ᵀ · dy[r] -> [E, K, M] float32, summed in a
+    local accumulator and written once per expert."""
+    pad = BIG_WINDOWS * block_size
+    x, dy = _pad_rows(x, pad), _pad_rows(dy, pad)
+
+    def expert(e, first, end, dw):
+        def window(start, rows, acc):
+            mine = (start + jnp.arange(rows) < end)[:, None]
+            xw = jnp.where(mine, _window(x, start, rows), 0)                 # [rows, K]
+            return acc + jnp.dot(xw.T, _window(dy, start, rows),
+                                 preferred_element_type=jnp.float32)
+        acc = _zeros((x.shape[1], dy.shape[1]), jnp.float32, x, dy, group_sizes)   # [K, M]
+        acc = _expert_windows(first, end, block_size, window, acc)
+        return jax.lax.dynamic_update_index_in_dim(dw, acc, e, 0)
+
+    dw = _zeros((group_sizes.shape[0], x.shape[1], dy.shape[1]), jnp.float32, x, dy,
+                group_sizes)
+    return _per_expert(group_sizes, expert, dw)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def grouped_matmul(x: jax.Array, w: jax.Array, group_sizes: jax.Array, block_size: int = 128
+                   ) -> jax.Array:
+    """x [N, K] rows sorted by expert, w [E, K, M] stacked experts, group_sizes [E] int32 rows
+    per expert (summing to at most N) -> [N, M]; rows past the last group are zero."""
+    return _multiply(x, w, group_sizes, block_size)
+
+
+def _grouped_matmul_fwd(x, w, group_sizes, block_size):
+    return _multiply(x, w, group_sizes, block_size), (x, w, group_sizes)
+
+
+def _grouped_matmul_bwd(block_size, residuals, dy):
+    x, w, group_sizes = residuals                                            # dy [N, M]
+    dx = _multiply(dy, jnp.swapaxes(w, 1, 2), group_sizes, block_size)       # [N, K]
+    dw = _weight_gradient(x, dy, group_sizes, block_size)                    # [E, K, M]
+    return _sum_to(dx, x).astype(x.dtype), _sum_to(dw, w).astype(w.dtype), None
+
+
+grouped_matmul.defvjp(_grouped_matmul_fwd, _grouped_matmul_bwd)

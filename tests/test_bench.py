@@ -1,22 +1,37 @@
-"""The benchmark runs at tiny sizes and reports every variant (never asserts on time)."""
+"""The layer benchmark runs at tiny sizes and reports every variant (never asserts on time)."""
 
-import json
-import os
-import subprocess
-import sys
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from experiments.benchmarks import layer
+from experiments.benchmarks.table import Table
 
 
-def test_layer_suite_reports_every_variant(tmp_path):
-    out = tmp_path / "layer.json"
-    subprocess.run([sys.executable, "-m", "experiments.bench", "--suite=layer", "--tokens=64",
-                    "--group_size=32", "--d_model=16", "--hidden=16", "--experts=4",
-                    "--repeats=1", f"--json={out}"], cwd=ROOT, check=True, timeout=300)
-    rows = json.loads(out.read_text())
-    variants = {(r["k"], r["variant"]) for r in rows}
-    for k in (1, 2):
-        for name in ("dense FFN (hidden k·F)", "index", "einsum", "dropless/blocks",
-                     "dropless/ragged_dot"):
-            assert (k, name) in variants
-    assert all(r["seconds"] > 0 and r["ratio"] > 0 for r in rows)
+def test_layer_suite_reports_every_section_and_variant():
+    table = layer.run(smoke=True)
+    rows = table.rows
+    routing = {(r["variant"], r["E"]) for r in rows if r["section"] == "routing"}
+    for name, *_ in layer.ROUTING:
+        assert (name, layer.SMOKE.experts[0]) in routing
+    fine = [r for r in rows if r["section"] == "experts"]
+    assert [(r["E"], r["k"]) for r in fine] == [(4, 1), (8, 2)]       # E = 4·m, top-m
+    tokens = [(r["variant"], r["tokens"]) for r in rows if r["section"] == "tokens"]
+    assert len(tokens) == 2 * len(layer.SMOKE.token_sweep)
+    for r in rows:
+        assert r["ms"] > 0 and r["baseline_ms"] > 0 and r["ratio"] > 0
+    # the reference rows are their own baseline
+    assert fine[0]["ratio"] == 1.0
+    assert all(r["ratio"] == 1.0 for r in rows if r["section"] == "tokens"
+               and r["tokens"] == layer.SMOKE.tokens)
+    text = table.format()
+    assert text.count("\n| routing") == len(routing)
+
+
+def test_table_prints_aligned_markdown_with_dashes_for_missing_cells():
+    t = Table("title", [("a", "A", ""), ("b", "long B", ".2f")], notes=["a note"])
+    t.add(a="x", b=1.234)
+    t.add(a="yyyyyyyy")
+    assert t.format().splitlines() == [
+        "title", "",
+        "| A        | long B |",
+        "|----------|--------|",
+        "| x        | 1.23   |",
+        "| yyyyyyyy | –      |",
+        "", "- a note"]

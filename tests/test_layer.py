@@ -13,7 +13,7 @@ from flax import nnx
 
 from moejax import MoeConfig, MoeLayer, SoftMoeLayer
 from moejax.experts import Experts, grouped_ffn
-from moejax.grouped import grouped_apply
+from moejax.grouped import grouped_matmul
 from moejax.routing import route
 
 D = 8
@@ -240,12 +240,29 @@ def test_grouped_blocks_equal_ragged_dot_with_empty_experts_and_spare_rows():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_grouped_apply_runs_each_row_through_its_own_expert():
-    """Rows of expert e are multiplied by e + 1; the expert of a block comes from group_sizes."""
-    scale = jnp.arange(1.0, 4.0)[:, None]                              # [E, 1]
-    x = jnp.ones((9, 2))
-    y = grouped_apply(lambda p, xb, i: xb * p, scale, x, jnp.array([2, 4, 3]), block_size=2)
-    np.testing.assert_array_equal(np.asarray(y[:, 0]), [1, 1, 2, 2, 2, 2, 3, 3, 3])
+def test_grouped_matmul_and_its_gradients_against_a_numpy_loop():
+    """y[r] = x[r]·w[e(r)]; dx[r] = dy[r]·w[e(r)]ᵀ; dw[e] = Σ over e's rows of x[r]ᵀ·dy[r].
+    With block_size 2, expert 2's 19 rows take one big window of 16 and two small ones (the
+    last reaching into expert 3's rows, which it must leave alone); expert 1 owns none; the 4
+    spare rows give zeros."""
+    keys = jax.random.split(jax.random.key(11), 3)
+    sizes = np.array([5, 0, 19, 3])
+    x = jax.random.normal(keys[0], (31, 4))                            # [N, K]
+    w = jax.random.normal(keys[1], (4, 4, 3))                          # [E, K, M]
+    dy = jax.random.normal(keys[2], (31, 3))
+    y, vjp = jax.vjp(lambda x, w: grouped_matmul(x, w, jnp.asarray(sizes, jnp.int32), 2), x, w)
+    dx, dw = vjp(dy)
+    xn, wn, dyn = (np.asarray(a, np.float64) for a in (x, w, dy))
+    y_ref, dx_ref, dw_ref = np.zeros((31, 3)), np.zeros((31, 4)), np.zeros((4, 4, 3))
+    owner = np.repeat(np.arange(4), sizes)
+    for r, e in enumerate(owner):
+        y_ref[r] = xn[r] @ wn[e]
+        dx_ref[r] = dyn[r] @ wn[e].T
+        dw_ref[e] += np.outer(xn[r], dyn[r])
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dw, dw_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(dw[1]), 0.0)
 
 
 def test_shared_experts_add_an_always_on_ffn():

@@ -1,5 +1,7 @@
 """Transformer models: layer layouts, scan against unrolled layers, masks and positions."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -173,3 +175,31 @@ def test_bfloat16_model_keeps_float32_router_and_logits():
     logits32, stats32 = _forward(reference, "decoder", tokens, True)
     # same parameters, bf16 matmuls: close to the float32 model, not equal
     assert 0 < float(jnp.max(jnp.abs(logits - logits32))) < 0.5
+
+
+@pytest.mark.parametrize("moe,activation,width,mats", [
+    (MOE, "relu", 2 * 16, 2),                                         # top-2: k·F
+    (MOE.replace(router="expert_choice", capacity_factor=1.5), "relu", 24, 2),  # cf·F
+    (MOE.replace(num_selected_experts=1, num_shared_experts=2, shared_hidden_dim=8,
+                 activation="swiglu"), "swiglu", 16 + 2 * 8, 3),     # k·F + shared, gated
+])
+def test_moe_as_dense_is_the_flop_matched_dense_baseline(moe, activation, width, mats):
+    """Every MoE position becomes one dense FFN of width k·F (+ shared experts), with the
+    experts' activation; the other layers and the parameter count otherwise stay."""
+    cfg = tiny(moe=moe.replace(activation=activation), moe_layout="every", moe_every=2,
+               moe_as_dense=True)
+    assert not cfg.has_moe
+    model = build_model(cfg, rngs=nnx.Rngs(0))
+    dense = build_model(dataclasses.replace(cfg, moe_layout="none"), rngs=nnx.Rngs(0))
+    count = lambda m: sum(x.size for x in jax.tree.leaves(nnx.state(m, nnx.Param)))
+    # 2 of the 4 decoder layers swap a ReLU FFN of width 32 (2 matrices) for the baseline FFN.
+    d = cfg.d_model
+    assert count(model) - count(dense) == 2 * (mats * d * width - 2 * d * cfg.d_ff)
+    tokens = jnp.ones((2, 8), jnp.int32)
+    logits, stats = model(tokens, deterministic=True)
+    assert logits.shape == (2, 8, cfg.vocab_size) and stats == {}
+
+
+def test_moe_as_dense_refuses_soft_moe():
+    with pytest.raises(ConfigError, match="soft_moe"):
+        tiny(moe=MOE.replace(router="soft_moe"), moe_as_dense=True)

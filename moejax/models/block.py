@@ -41,14 +41,17 @@ class Block(nnx.Module):
         self.cross_norm = nnx.data(RMSNorm(d) if cross else None)
         self.cross_attn = nnx.data(Attention(d, h, dh, dtype=cfg.dtype, rngs=rngs) if cross else None)
         self.ffn_norm = RMSNorm(d)
-        self.is_moe = ffn_kind == "moe"
-        if self.is_moe:
+        self.is_moe = ffn_kind == "moe" and not cfg.moe_as_dense
+        if ffn_kind == "moe" and cfg.moe_as_dense:                    # FLOP-matched baseline
+            self.ffn = DenseFfn(d, cfg.moe.active_hidden_dim, activation=cfg.moe.activation,
+                                dtype=cfg.dtype, dropout_rate=cfg.dropout_rate, rngs=rngs)
+        elif self.is_moe:
             moe_cfg = cfg.moe.replace(causal=causal)
             self.ffn = make_moe_layer(moe_cfg, d, rngs=rngs)
         else:
             self.ffn = DenseFfn(d, cfg.d_ff, activation=cfg.activation, dtype=cfg.dtype,
                                 dropout_rate=cfg.dropout_rate, rngs=rngs)
-        extra = self.is_moe and cfg.extra_dense_ffn_after_moe
+        extra = ffn_kind == "moe" and cfg.extra_dense_ffn_after_moe
         self.extra_norm = nnx.data(RMSNorm(d) if extra else None)
         self.extra_ffn = nnx.data(
             DenseFfn(d, cfg.d_ff, activation=cfg.activation, dtype=cfg.dtype,

@@ -32,6 +32,9 @@ class ModelConfig:
     moe_stacks: which stacks of an encoder-decoder get MoE layers: 'all', 'encoder' (keeps
       non-causal routers such as expert choice and Soft MoE out of the causal decoder), 'decoder'.
     extra_dense_ffn_after_moe: ST-MoE's dense FFN right after every sparse one.
+    moe_as_dense: the FLOP-matched dense baseline of the Switch and ST-MoE papers: every FFN the
+      layout makes sparse is a dense FFN of the MoE layer's active width instead
+      (moe.active_hidden_dim: k·F plus shared experts) with the experts' activation.
     scan_layers: run repeated layers under nnx.scan (fast compiles); False unrolls them.
     moe: the MoeConfig of every sparse layer (its `causal` is set per stack).
     """
@@ -60,6 +63,7 @@ class ModelConfig:
     moe_layer_list: Tuple[int, ...] = ()
     moe_stacks: str = "all"
     extra_dense_ffn_after_moe: bool = False
+    moe_as_dense: bool = False
     moe: MoeConfig = dataclasses.field(default_factory=MoeConfig)
 
     def __post_init__(self):
@@ -71,6 +75,11 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "ModelConfig":
         return dataclass_from_dict(cls, values, "model")
+
+    @property
+    def has_moe(self) -> bool:
+        """Whether any layer is a sparse MoE layer."""
+        return self.moe_layout != "none" and not self.moe_as_dense
 
     @property
     def resolved_position(self) -> str:
@@ -104,6 +113,8 @@ class ModelConfig:
         if self.resolved_position == "rope":
             check(self.resolved_head_dim % 2 == 0,
                   f"{p}head_dim={self.resolved_head_dim} must be even for rotary positions")
+        if self.moe_as_dense and self.moe_layout != "none":
+            self.moe.active_hidden_dim  # raises for routers without a per-token width
         for stack, depth in self.stack_depths().items():
             ffn_pattern(self, depth, stack)  # raises on layouts that do not fit the depth
 

@@ -35,7 +35,7 @@ def report(config, devices: int) -> str:
     model_cfg = resolve(config, vocab_size(config))
     sizes = MeshConfig.from_dict(dict(config.mesh)).axis_sizes(devices)
     mesh = abstract_mesh(sizes)
-    if model_cfg.moe_layout != "none":
+    if model_cfg.has_moe:
         check_moe_fits(model_cfg.moe, mesh)
 
     def make():
