@@ -72,9 +72,11 @@ class MoeConfig:
         ceil(capacity_factor · k · S / E)), capped at S; train and eval factors (Switch 1.25/2.0).
       min_capacity: lower bound on slots per expert per group.
       dispatch: index (gather/scatter; default), einsum (GShard one-hot), dropless (no capacity).
-      grouped_matmul: dropless expert compute: ragged_dot (TPU/GPU), blocks (block-sparse scan
-        that runs well on CPU), auto (ragged_dot on accelerators, blocks on CPU).
-      block_size: rows per block of the blocks grouped matmul.
+      grouped_matmul: dropless expert compute: ragged_dot (TPU/GPU), blocks (moejax.grouped:
+        each expert's sorted rows in windows; the CPU path), auto (ragged_dot on accelerators,
+        blocks on CPU).
+      block_size: rows per small window of the blocks grouped matmul (each expert's rows go
+        through windows of 8·block_size rows, then block_size rows for the rest).
       dropless_all_to_all: how dropless expert parallelism moves rows: ragged
         (jax.lax.ragged_all_to_all, exact sizes; TPU/GPU), padded (all_to_all of worst-case
         buffers; any backend, XLA:CPU included), auto (ragged on TPU/GPU, padded on CPU).
