@@ -2,10 +2,11 @@
 
 Expert e owns the consecutive sorted rows [start_e, end_e). Each expert multiplies its rows in
 windows read straight from the sorted rows: as many windows of `8·block_size` rows as fit,
-then windows of `block_size` rows for the rest. A window's rows past end_e belong to the next
-expert and are left alone, so the cost is (rows + E·block_size) · per-row cost at most, never
-every expert on every row, and most rows go through large matmuls (XLA:CPU runs a 128-row
-matmul well below the speed of a 1024-row one). Window counts are only known at run time, so
+then halving windows (4·, 2·, 1·block_size) for the rest, and one last `block_size` window. A
+window's rows past end_e belong to the next expert and are left alone, so the cost is
+(rows + E·block_size) · per-row cost at most, never every expert on every row, and most rows
+go through large matmuls (XLA:CPU runs a 128-row matmul well below the speed of a 1024-row
+one). Window counts are only known at run time, so
 the loops have dynamic bounds; rows past the last expert's are never visited and come back as
 zeros. On TPU/GPU moejax uses `jax.lax.ragged_dot` instead (on XLA:CPU it computes every
 expert on every row).
@@ -27,16 +28,26 @@ import jax.numpy as jnp
 BIG_WINDOWS = 8            # large windows are this many block_size-row windows
 
 
+def window_sizes(block_size: int) -> tuple:
+    """Window rows, largest first: 8·block_size, halving down to block_size."""
+    sizes = [BIG_WINDOWS * block_size]
+    while sizes[-1] > block_size:
+        sizes.append(max(block_size, sizes[-1] // 2))
+    return tuple(sizes)
+
+
 def _expert_windows(first: jax.Array, end: jax.Array, block_size: int, body, carry):
     """body(window_start, window_rows (static), carry) over the windows that cover one expert's
-    rows [first, end): floor(n / big) windows of big rows, then ceil(rest / block_size)."""
-    big = BIG_WINDOWS * block_size
-    num_big = (end - first) // big
-    carry = jax.lax.fori_loop(0, num_big, lambda j, c: body(first + j * big, big, c), carry)
-    rest = first + num_big * big
-    num_small = (end - rest + block_size - 1) // block_size
-    return jax.lax.fori_loop(0, num_small,
-                             lambda i, c: body(rest + i * block_size, block_size, c), carry)
+    rows [first, end): as many of the largest size as fit, then at most one of each smaller
+    size, and one last block_size window for the rest (< block_size rows)."""
+    start = first
+    for size in window_sizes(block_size):
+        count = (end - start) // size
+        carry = jax.lax.fori_loop(0, count, lambda j, c, s=start, n=size: body(s + j * n, n, c),
+                                  carry)
+        start = start + count * size
+    return jax.lax.fori_loop(0, (end > start).astype(jnp.int32),
+                             lambda _, c: body(start, block_size, c), carry)
 
 
 def _per_expert(group_sizes: jax.Array, body, carry):

@@ -242,9 +242,9 @@ def test_grouped_blocks_equal_ragged_dot_with_empty_experts_and_spare_rows():
 
 def test_grouped_matmul_and_its_gradients_against_a_numpy_loop():
     """y[r] = x[r]·w[e(r)]; dx[r] = dy[r]·w[e(r)]ᵀ; dw[e] = Σ over e's rows of x[r]ᵀ·dy[r].
-    With block_size 2, expert 2's 19 rows take one big window of 16 and two small ones (the
-    last reaching into expert 3's rows, which it must leave alone); expert 1 owns none; the 4
-    spare rows give zeros."""
+    With block_size 2 the windows are 16, 8, 4 and 2 rows: expert 0's 5 rows take one of 4 and a
+    last one of 2 that reaches into expert 2's rows, which it must leave alone; expert 2's 19
+    take 16, 2 and a last 2; expert 1 owns none; the 4 spare rows give zeros."""
     keys = jax.random.split(jax.random.key(11), 3)
     sizes = np.array([5, 0, 19, 3])
     x = jax.random.normal(keys[0], (31, 4))                            # [N, K]
