@@ -11,13 +11,13 @@ def test_layer_suite_reports_every_section_and_variant():
     for name, *_ in layer.ROUTING:
         assert (name, layer.SMOKE.experts[0]) in routing
     fine = [r for r in rows if r["section"] == "experts"]
-    assert [(r["E"], r["k"]) for r in fine] == [(4, 1), (8, 2)]       # E = 4·m, top-m
+    assert [(r["E"], r["k"]) for r in fine] == [(4, 1), (8, 2)] * 2   # E = 4·m, top-m
     tokens = [(r["variant"], r["tokens"]) for r in rows if r["section"] == "tokens"]
     assert len(tokens) == 2 * len(layer.SMOKE.token_sweep)
     for r in rows:
         assert r["ms"] > 0 and r["baseline_ms"] > 0 and r["ratio"] > 0
     # the reference rows are their own baseline
-    assert fine[0]["ratio"] == 1.0
+    assert fine[0]["ratio"] == fine[2]["ratio"] == 1.0
     assert all(r["ratio"] == 1.0 for r in rows if r["section"] == "tokens"
                and r["tokens"] == layer.SMOKE.tokens)
     text = table.format()

@@ -134,17 +134,20 @@ def routing_section(table: Table, sizes: Sizes) -> None:
 def experts_section(table: Table, sizes: Sizes) -> None:
     x = inputs(sizes.tokens, sizes)
     base_e = sizes.fine_grained[0]
-    steps: Dict[int, Callable] = {}
-    for experts in sizes.fine_grained:
-        m = experts // base_e
-        cfg = moe_config(sizes, "top_k", m, experts, sizes.hidden // m, "index", "auto", 1.25)
-        steps[experts] = moe_step(x, cfg)
-    t = side_by_side(steps, sizes.repeats)
-    for experts in sizes.fine_grained:
-        m = experts // base_e
-        table.add(section="experts", variant=f"fine-grained top-{m}, F/{m}", E=experts, k=m,
-                  tokens=sizes.tokens, baseline=f"E={base_e}", ms=t[experts] * 1e3,
-                  baseline_ms=t[base_e] * 1e3, ratio=t[experts] / t[base_e])
+    for dispatch in ("index", "dropless"):
+        steps: Dict[int, Callable] = {}
+        for experts in sizes.fine_grained:
+            m = experts // base_e
+            cfg = moe_config(sizes, "top_k", m, experts, sizes.hidden // m, dispatch, "blocks",
+                             1.25)
+            steps[experts] = moe_step(x, cfg)
+        t = side_by_side(steps, sizes.repeats)
+        for experts in sizes.fine_grained:
+            m = experts // base_e
+            table.add(section="experts", variant=f"fine-grained top-{m}, F/{m}, {dispatch}",
+                      E=experts, k=m, tokens=sizes.tokens, baseline=f"E={base_e} {dispatch}",
+                      ms=t[experts] * 1e3, baseline_ms=t[base_e] * 1e3,
+                      ratio=t[experts] / t[base_e])
 
 
 def tokens_section(table: Table, sizes: Sizes) -> None:
