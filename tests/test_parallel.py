@@ -7,8 +7,6 @@ agree to float32 precision, and the compiled program must hold exactly the colle
 capacity plan.
 """
 
-import re
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,6 +16,7 @@ from jax.sharding import PartitionSpec as P
 
 from moejax import ConfigError, MoeConfig, MoeLayer
 from moejax.parallel import MeshConfig, logical_to_spec, make_mesh, shard_model
+from moejax.parallel.collectives import collectives
 from moejax.plan import expert_capacity
 
 D, B, L = 16, 8, 32
@@ -102,21 +101,6 @@ def test_sharded_layer_equals_single_device(router, mesh_name, single_device):
     assert len(g1) == len(g0)
     for a, b in zip(g1, g0):
         assert relative_error(a, b) <= 1e-5
-
-
-def collectives(hlo: str):
-    """[(op, total operand bytes)] of every collective in compiled HLO text."""
-    sizes = {"f32": 4, "bf16": 2, "s32": 4, "u32": 4, "f16": 2}
-    found = []
-    for line in hlo.splitlines():
-        m = re.match(r"\s*(?:ROOT )?%\S+ = (.+?) (all-to-all|all-gather|all-reduce|"
-                     r"reduce-scatter|collective-permute)(?:-start)?\(", line)
-        if m:
-            shapes = re.findall(r"(f32|bf16|s32|u32|f16)\[([\d,]*)\]", m.group(1))
-            nbytes = sum(sizes[t] * int(np.prod([int(d) for d in dims.split(",") if d]))
-                         for t, dims in shapes)
-            found.append((m.group(2), nbytes))
-    return found
 
 
 @pytest.mark.parametrize("mesh_name", ["2x4", "2x2x2"])

@@ -1,0 +1,138 @@
+"""The train-step benchmark suites (experiments/benchmarks: step, comm, compile, memory) at
+their --smoke sizes, in-process: every promised row, every cell filled with a finite number or
+a label. comm is also checked against the capacity plan, computed here by hand. Nothing asserts
+on timings.
+"""
+
+import math
+
+from moejax.parallel.collectives import collectives, executions, parse_collectives, summarize
+from moejax.plan import expert_capacity
+
+
+def check_cells(table, rows: int, labels=("config", "mesh", "scan")):
+    """rows rows; every column filled; numbers finite and positive (counts may be 0)."""
+    assert len(table.rows) == rows
+    for row in table.rows:
+        for key, _, _ in table.columns:
+            value = row.get(key)
+            assert value is not None, (key, row)
+            if key in labels:
+                assert isinstance(value, str) and value
+            else:
+                assert isinstance(value, (int, float)) and math.isfinite(value), (key, row)
+                assert value >= 0, (key, row)
+    assert table.format().count("\n") >= rows + 2
+
+
+def test_step_suite_reports_moe_and_dense_throughput():
+    from experiments.benchmarks import step
+    table = step.run(smoke=True)                         # smoke: Switch only (compile time)
+    check_cells(table, 1)
+    (row,) = table.rows
+    assert row["config"].startswith("Switch tiny (top-1")
+    assert row["tokens"] == 2 * (32 + 8)                 # batch · (encoder + decoder length)
+    assert row["dense_width"] == 64                      # k · F
+    assert row["moe_params"] > row["dense_params"] > 0
+    for key in ("moe_tok_s", "dense_tok_s", "ratio"):
+        assert row[key] > 0
+
+
+def test_memory_suite_reports_moe_and_dense():
+    """Right after the step test: the same Switch programs (compiled once per session)."""
+    from experiments.benchmarks import memory
+    table = memory.run(smoke=True)
+    check_cells(table, 2)
+    assert [r["config"][:6] for r in table.rows] == ["Switch", "ST-MoE"]
+    for row in table.rows:
+        assert row["moe_temp"] > 0 and row["dense_temp"] > 0 and row["ratio"] > 0
+        assert row["moe_params"] > row["dense_params"]          # the experts' weights
+        assert row["moe_args"] > row["moe_params"]              # + optimizer state and batch
+
+
+def test_comm_suite_all_to_all_bytes_are_the_plans_minimum():
+    """Switch smoke sizes: batch 8, encoder 32 / decoder 8 tokens (one group per row), D=32,
+    E=8 top-1, capacity factor 1.25, min_capacity 4, 8 batch shards (data=2 × expert=4)."""
+    from experiments.benchmarks import comm
+    table = comm.run(smoke=True)
+    check_cells(table, 2)
+    switch, mixtral = table.rows
+    d, e, shards, f32 = 32, 8, 8, 4
+    g_local = 8 // shards                                         # 8 rows = 8 groups
+    c_enc = expert_capacity(32, e, 1, 1.25, 4)
+    c_dec = expert_capacity(8, e, 1, 1.25, 4)
+    assert (c_enc, c_dec) == (5, 4)                               # ceil(1.25·32/8), min 4
+    plan = 4 * g_local * e * (c_enc + c_dec) * d * f32            # 4 exchanges per layer
+    assert switch["min_bytes"] == plan
+    assert switch["a2a_bytes"] == plan
+    assert switch["ratio"] == 1.0
+    assert switch["moe_layers"] == 2 and switch["a2a_ops"] == 4
+    assert switch["ag_ops"] == switch["rs_ops"] == switch["cp_ops"] == 0
+    assert switch["ar_ops"] > 0                                   # data-parallel gradients
+    # Mixtral, 2 scanned layers, dropless on XLA:CPU: padded [|x|, T_l·min(k, E_l), D] buffers
+    # (4 exchanges) and the int32 count matrix [|x|, E_l] per layer, both loop iterations.
+    t_local, k, x, e_local = 8 * 32 // shards, 2, 4, 2
+    padded = x * t_local * min(k, e_local) * d * f32
+    assert mixtral["moe_layers"] == 2
+    assert mixtral["a2a_int_bytes"] == 2 * x * e_local * 4
+    assert mixtral["a2a_bytes"] == 2 * (4 * padded + x * e_local * 4)
+    assert mixtral["min_bytes"] == 2 * 4 * t_local * k * d * f32
+
+
+def test_compile_suite_reports_every_depth():
+    """Smoke: the scanned depths only (every compile here is a fresh one, by design)."""
+    from experiments.benchmarks import compile as compile_suite
+    table = compile_suite.run(smoke=True)
+    check_cells(table, 2)
+    assert [(r["layers"], r["moe_layers"], r["scan"]) for r in table.rows] == [
+        (2, 1, "scanned"), (4, 2, "scanned")]
+    assert table.rows[0]["ratio"] == 1.0
+    assert all(r["seconds"] > 0 and r["xla"] > 0 and r["trace"] > 0 for r in table.rows)
+
+
+# A while loop of 3 iterations holding a (tuple) all-to-all and an all-reduce over groups of
+# one device; outside it an all-gather (mesh-style groups) and an all-reduce (iota groups).
+HLO = "\n".join([
+    "HloModule m",
+    "",
+    "%add (a: f32[], b: f32[]) -> f32[] {",
+    "  ROOT %s = f32[] add(f32[] %a, f32[] %b)",
+    "}",
+    "",
+    "%body (p: (s32[], f32[2,8])) -> (s32[], f32[2,8]) {",
+    "  %x = f32[2,8]{1,0} get-tuple-element((s32[], f32[2,8]) %p), index=1",
+    "  %a2a = (f32[2,4]{1,0}, f32[2,4]{1,0}) all-to-all(%x, %x), channel_id=1, "
+    "replica_groups={{0,1},{2,3}}",
+    "  %ar = f32[2,8]{1,0} all-reduce(%x), channel_id=2, replica_groups={{0},{1},{2},{3}}, "
+    "to_apply=%add",
+    "  ROOT %t = (s32[], f32[2,8]) tuple(%i, %x)",
+    "}",
+    "",
+    "%cond (p: (s32[], f32[2,8])) -> pred[] {",
+    "  ROOT %c = pred[] constant(true)",
+    "}",
+    "",
+    "ENTRY %main (x: f32[2,8]) -> f32[2,8] {",
+    "  %w = (s32[], f32[2,8]) while(%t0), condition=%cond, body=%body, "
+    'backend_config={"known_trip_count":{"n":"3"}}',
+    "  %g = bf16[4,8]{1,0} all-gather(%y), replica_groups=mesh['axis_0'=2,'axis_1'=2] "
+    "{'axis_1'}, dimensions={0}",
+    "  ROOT %r = f32[2,8]{1,0} all-reduce(%x), replica_groups=[1,4]<=[4], to_apply=%add",
+    "}",
+    ""])
+
+
+def test_collectives_count_loop_bodies_per_iteration():
+    assert executions(HLO) == {"add": 4, "body": 3, "cond": 4, "main": 1}
+    found = {c.name: c for c in parse_collectives(HLO)}
+    a2a, ar, gather, root = found["a2a"], found["ar"], found["g"], found["r"]
+    assert (a2a.op, a2a.dtypes, a2a.elements, a2a.nbytes) == ("all-to-all", ("f32",), 16, 64)
+    assert (a2a.group_size, a2a.executions) == (2, 3)
+    assert ar.trivial and ar.executions == 3
+    assert (gather.dtypes, gather.nbytes, gather.group_size) == (("bf16",), 64, 2)
+    assert (root.group_size, root.executions) == (4, 1)
+    assert collectives(HLO) == [("all-to-all", 64), ("all-reduce", 64), ("all-gather", 64),
+                                ("all-reduce", 64)]
+    kinds = summarize(list(found.values()))
+    assert kinds["all-to-all"] == {"ops": 3, "bytes": 192, "trivial": 0}
+    assert kinds["all-reduce"] == {"ops": 1, "bytes": 64, "trivial": 3}
