@@ -1,7 +1,15 @@
-"""The layer benchmark runs at tiny sizes and reports every variant (never asserts on time)."""
+"""The layer benchmark runs at tiny sizes and reports every variant (never asserts on time);
+the command line prints the table and writes JSON."""
+
+import json
+import os
+import subprocess
+import sys
 
 from experiments.benchmarks import layer
 from experiments.benchmarks.table import Table
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_layer_suite_reports_every_section_and_variant():
@@ -35,3 +43,15 @@ def test_table_prints_aligned_markdown_with_dashes_for_missing_cells():
         "| x        | 1.23   |",
         "| yyyyyyyy | –      |",
         "", "- a note"]
+
+
+def test_cli_prints_the_table_and_writes_json(tmp_path):
+    """`python -m experiments.bench --suite=memory --smoke --json=...` (the cheapest suite)."""
+    out = tmp_path / "memory.json"
+    result = subprocess.run([sys.executable, "-m", "experiments.bench", "--suite=memory",
+                             "--smoke", f"--json={out}"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert list(data) == ["memory"] and len(data["memory"]["rows"]) == 2
+    assert "| Switch tiny" in result.stdout and "temp ratio" in result.stdout
