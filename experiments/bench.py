@@ -1,7 +1,7 @@
 r"""Benchmarks printed as ratios measured side by side in one run (docs/PERFORMANCE.md).
 
     python -m experiments.bench --suite=layer|step|comm|compile|memory|all [--smoke]
-        [--json=PATH]
+        [--json=PATH] [--plot=PNG]
 
 Suites (one module each in experiments/benchmarks/):
   layer    MoE layer fwd+bwd against a dense FFN of equal per-token FLOPs: routing families,
@@ -12,7 +12,7 @@ Suites (one module each in experiments/benchmarks/):
   compile  compile time of the train step against depth (scanned layers).
   memory   compiled temporary memory of the MoE train step against the dense baseline.
 --smoke runs tiny sizes (what the tests run). The table is printed as Markdown; --json writes
-{suite: {title, rows, notes}}.
+{suite: {title, rows, notes}}; --plot=PNG draws the layer suite's ratios and targets.
 """
 
 import importlib
@@ -30,6 +30,7 @@ NEEDS_DEVICES = {"comm": 8}
 _SUITE = flags.DEFINE_enum("suite", "layer", SUITES + ("all",), "Which benchmark to run.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny sizes: checks that a suite runs, in seconds.")
 _JSON = flags.DEFINE_string("json", None, "Also write the results here.")
+_PLOT = flags.DEFINE_string("plot", None, "Also draw the layer suite's ratios in this PNG.")
 
 
 def run_in_subprocess(suite: str, json_path: str) -> dict:
@@ -42,6 +43,8 @@ def run_in_subprocess(suite: str, json_path: str) -> dict:
     cmd = [sys.executable, "-m", "experiments.bench", f"--suite={suite}", f"--json={json_path}"]
     if _SMOKE.value:
         cmd.append("--smoke")
+    if _PLOT.value and suite == "layer":
+        cmd.append(f"--plot={_PLOT.value}")
     subprocess.run(cmd, env=env, check=True)
     with open(json_path, encoding="utf-8") as f:
         return json.load(f)
@@ -56,6 +59,9 @@ def run_here(suite: str) -> dict:
             f"XLA_FLAGS=--xla_force_host_platform_device_count={needed} (or run --suite=all)")
     table = importlib.import_module(f"experiments.benchmarks.{suite}").run(smoke=_SMOKE.value)
     print(table.format(), flush=True)
+    if _PLOT.value and suite == "layer":
+        from experiments.benchmarks.plot import layer_chart
+        print(f"wrote {layer_chart(table, _PLOT.value)}")
     return {suite: table.to_json()}
 
 

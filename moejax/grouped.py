@@ -37,17 +37,18 @@ def window_sizes(block_size: int) -> tuple:
 
 
 def _expert_windows(first: jax.Array, end: jax.Array, block_size: int, body, carry):
-    """body(window_start, window_rows (static), carry) over the windows that cover one expert's
-    rows [first, end): as many of the largest size as fit, then at most one of each smaller
-    size, and one last block_size window for the rest (< block_size rows)."""
+    """body(window_start, window_rows (static), partial (static), carry) over the windows that
+    cover one expert's rows [first, end): as many of the largest size as fit, then at most one
+    of each smaller size, all inside the expert's rows (partial=False), and one last
+    block_size window for the rest (< block_size rows; partial=True: it reaches past end)."""
     start = first
     for size in window_sizes(block_size):
         count = (end - start) // size
-        carry = jax.lax.fori_loop(0, count, lambda j, c, s=start, n=size: body(s + j * n, n, c),
-                                  carry)
+        carry = jax.lax.fori_loop(
+            0, count, lambda j, c, s=start, n=size: body(s + j * n, n, False, c), carry)
         start = start + count * size
     return jax.lax.fori_loop(0, (end > start).astype(jnp.int32),
-                             lambda _, c: body(start, block_size, c), carry)
+                             lambda _, c: body(start, block_size, True, c), carry)
 
 
 def _per_expert(group_sizes: jax.Array, body, carry):
@@ -96,10 +97,11 @@ def _multiply(x: jax.Array, w: jax.Array, group_sizes: jax.Array, block_size: in
     def expert(e, first, end, y):
         w_e = w[e]                                                           # [K, M], once
 
-        def window(start, rows, y):
+        def window(start, rows, partial, y):
             out = _window(x, start, rows) @ w_e                              # [rows, M]
-            mine = (start + jnp.arange(rows) < end)[:, None]
-            out = jnp.where(mine, out, _window(y, start, rows))   # the next expert's rows: keep
+            if partial:                                    # the next expert's rows: keep them
+                mine = (start + jnp.arange(rows) < end)[:, None]
+                out = jnp.where(mine, out, _window(y, start, rows))
             return jax.lax.dynamic_update_slice_in_dim(y, out, start, axis=0)
 
         return _expert_windows(first, end, block_size, window, y)
@@ -116,9 +118,10 @@ def _weight_gradient(x: jax.Array, dy: jax.Array, group_sizes: jax.Array,
     x, dy = _pad_rows(x, pad), _pad_rows(dy, pad)
 
     def expert(e, first, end, dw):
-        def window(start, rows, acc):
-            mine = (start + jnp.arange(rows) < end)[:, None]
-            xw = jnp.where(mine, _window(x, start, rows), 0)                 # [rows, K]
+        def window(start, rows, partial, acc):
+            xw = _window(x, start, rows)                                     # [rows, K]
+            if partial:                                    # the next expert's rows: leave out
+                xw = jnp.where((start + jnp.arange(rows) < end)[:, None], xw, 0)
             return acc + jnp.dot(xw.T, _window(dy, start, rows),
                                  preferred_element_type=jnp.float32)
         acc = _zeros((x.shape[1], dy.shape[1]), jnp.float32, x, dy, group_sizes)   # [K, M]

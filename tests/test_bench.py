@@ -7,12 +7,13 @@ import subprocess
 import sys
 
 from experiments.benchmarks import layer
+from experiments.benchmarks.plot import layer_chart
 from experiments.benchmarks.table import Table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_layer_suite_reports_every_section_and_variant():
+def test_layer_suite_reports_every_section_and_variant(tmp_path):
     table = layer.run(smoke=True)
     rows = table.rows
     routing = {(r["variant"], r["E"]) for r in rows if r["section"] == "routing"}
@@ -30,6 +31,9 @@ def test_layer_suite_reports_every_section_and_variant():
                and r["tokens"] == layer.SMOKE.tokens)
     text = table.format()
     assert text.count("\n| routing") == len(routing)
+    png = layer_chart(table, str(tmp_path / "layer.png"))
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def test_table_prints_aligned_markdown_with_dashes_for_missing_cells():
