@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 from absl import app, flags
 
@@ -69,13 +70,10 @@ def main(argv):
     del argv
     results = {}
     if _SUITE.value == "all":
-        out = _JSON.value or os.devnull
         for suite in SUITES:
             print(f"\n## {suite}\n", flush=True)
-            part = (out + f".{suite}.json") if _JSON.value else f"/tmp/moejax_bench_{suite}.json"
-            results.update(run_in_subprocess(suite, part))
-            if _JSON.value:
-                os.remove(part)
+            with tempfile.TemporaryDirectory() as tmp:
+                results.update(run_in_subprocess(suite, os.path.join(tmp, f"{suite}.json")))
     else:
         if _SUITE.value in NEEDS_DEVICES and "xla_force_host_platform_device_count" not in \
                 os.environ.get("XLA_FLAGS", "") and os.environ.get("JAX_PLATFORMS", "cpu") == "cpu":

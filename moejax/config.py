@@ -75,8 +75,8 @@ class MoeConfig:
       grouped_matmul: dropless expert compute: ragged_dot (TPU/GPU), blocks (moejax.grouped:
         each expert's sorted rows in windows; the CPU path), auto (ragged_dot on accelerators,
         blocks on CPU).
-      block_size: rows per small window of the blocks grouped matmul (each expert's rows go
-        through windows of 8·block_size rows, then block_size rows for the rest).
+      block_size: rows of the smallest window of the blocks grouped matmul (each expert's rows
+        go through windows of 8·block_size rows, then 4·, 2· and 1·block_size for the rest).
       dropless_all_to_all: how dropless expert parallelism moves rows: ragged
         (jax.lax.ragged_all_to_all, exact sizes; TPU/GPU), padded (all_to_all of worst-case
         buffers; any backend, XLA:CPU included), auto (ragged on TPU/GPU, padded on CPU).

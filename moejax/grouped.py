@@ -11,9 +11,9 @@ the loops have dynamic bounds; rows past the last expert's are never visited and
 zeros. On TPU/GPU moejax uses `jax.lax.ragged_dot` instead (on XLA:CPU it computes every
 expert on every row).
 
-The gradient is written by hand (custom_vjp): dx is the same loop with wᵀ, and each expert's
-weight gradient is summed in a local accumulator and written once. Differentiating the loops
-would instead add a zero-padded [E, K, N] weight gradient per window.
+The gradient is written by hand (custom_vjp; loops with dynamic bounds have no reverse-mode
+derivative, and no forward-mode one here either): dx is the same loop with wᵀ, and each
+expert's weight gradient [K, M] is summed in a local accumulator and written once.
 
 Gale et al. 2022, "MegaBlocks: Efficient Sparse Training with Mixture-of-Experts".
 """
@@ -28,21 +28,23 @@ import jax.numpy as jnp
 BIG_WINDOWS = 8            # large windows are this many block_size-row windows
 
 
-def window_sizes(block_size: int) -> tuple:
-    """Window rows, largest first: 8·block_size, halving down to block_size."""
+def window_sizes(block_size: int, num_rows: int) -> tuple:
+    """Window rows, largest first: 8·block_size, halving down to block_size; none larger than
+    num_rows (no expert has more rows, and a window must fit the array)."""
     sizes = [BIG_WINDOWS * block_size]
     while sizes[-1] > block_size:
         sizes.append(max(block_size, sizes[-1] // 2))
-    return tuple(sizes)
+    return tuple(s for s in sizes if s <= num_rows)
 
 
-def _expert_windows(first: jax.Array, end: jax.Array, block_size: int, body, carry):
+def _expert_windows(first: jax.Array, end: jax.Array, block_size: int, num_rows: int, body,
+                    carry):
     """body(window_start, window_rows (static), partial (static), carry) over the windows that
     cover one expert's rows [first, end): as many of the largest size as fit, then at most one
     of each smaller size, all inside the expert's rows (partial=False), and one last
     block_size window for the rest (< block_size rows; partial=True: it reaches past end)."""
     start = first
-    for size in window_sizes(block_size):
+    for size in window_sizes(block_size, num_rows):
         count = (end - start) // size
         carry = jax.lax.fori_loop(
             0, count, lambda j, c, s=start, n=size: body(s + j * n, n, False, c), carry)
@@ -60,7 +62,8 @@ def _per_expert(group_sizes: jax.Array, body, carry):
 
 
 def _pad_rows(x: jax.Array, rows: int) -> jax.Array:
-    """x [N, K] -> [N + rows, K] with zero rows, so no window is clamped at the end."""
+    """x [N, K] -> [N + rows, K] with zero rows, so the last (partial) window of the last expert
+    is not clamped at the end: only that window can reach past the rows."""
     return jnp.concatenate([x, jnp.zeros((rows, x.shape[1]), x.dtype)])
 
 
@@ -91,7 +94,7 @@ def _window(x: jax.Array, first: jax.Array, rows: int) -> jax.Array:
 def _multiply(x: jax.Array, w: jax.Array, group_sizes: jax.Array, block_size: int) -> jax.Array:
     """y[r] = x[r] · w[e(r)]: x [N, K] sorted rows, w [E, K, M] -> [N, M]; rows past the last
     group are zero."""
-    n, pad = x.shape[0], BIG_WINDOWS * block_size
+    n, pad = x.shape[0], block_size
     x = _pad_rows(x, pad)
 
     def expert(e, first, end, y):
@@ -104,7 +107,7 @@ def _multiply(x: jax.Array, w: jax.Array, group_sizes: jax.Array, block_size: in
                 out = jnp.where(mine, out, _window(y, start, rows))
             return jax.lax.dynamic_update_slice_in_dim(y, out, start, axis=0)
 
-        return _expert_windows(first, end, block_size, window, y)
+        return _expert_windows(first, end, block_size, n, window, y)
 
     y = _zeros((n + pad, w.shape[-1]), jnp.result_type(x, w), x, w, group_sizes)
     return _per_expert(group_sizes, expert, y)[:n]
@@ -114,18 +117,18 @@ def _weight_gradient(x: jax.Array, dy: jax.Array, group_sizes: jax.Array,
                      block_size: int) -> jax.Array:
     """dw[e] = Σ over expert e's rows r of x[r]ᵀ · dy[r] -> [E, K, M] float32, summed in a
     local accumulator and written once per expert."""
-    pad = BIG_WINDOWS * block_size
-    x, dy = _pad_rows(x, pad), _pad_rows(dy, pad)
+    n = x.shape[0]
+    x, dy = _pad_rows(x, block_size), _pad_rows(dy, block_size)
 
     def expert(e, first, end, dw):
         def window(start, rows, partial, acc):
-            xw = _window(x, start, rows)                                     # [rows, K]
+            xw, dyw = _window(x, start, rows), _window(dy, start, rows)     # [rows, K], [rows, M]
             if partial:                                    # the next expert's rows: leave out
-                xw = jnp.where((start + jnp.arange(rows) < end)[:, None], xw, 0)
-            return acc + jnp.dot(xw.T, _window(dy, start, rows),
-                                 preferred_element_type=jnp.float32)
+                mine = (start + jnp.arange(rows) < end)[:, None]
+                xw, dyw = jnp.where(mine, xw, 0), jnp.where(mine, dyw, 0)
+            return acc + jnp.dot(xw.T, dyw, preferred_element_type=jnp.float32)
         acc = _zeros((x.shape[1], dy.shape[1]), jnp.float32, x, dy, group_sizes)   # [K, M]
-        acc = _expert_windows(first, end, block_size, window, acc)
+        acc = _expert_windows(first, end, block_size, n, window, acc)
         return jax.lax.dynamic_update_index_in_dim(dw, acc, e, 0)
 
     dw = _zeros((group_sizes.shape[0], x.shape[1], dy.shape[1]), jnp.float32, x, dy,

@@ -25,10 +25,6 @@ def test_layer_suite_reports_every_section_and_variant(tmp_path):
     assert len(tokens) == 2 * len(layer.SMOKE.token_sweep)
     for r in rows:
         assert r["ms"] > 0 and r["baseline_ms"] > 0 and r["ratio"] > 0
-    # the reference rows are their own baseline
-    assert fine[0]["ratio"] == fine[2]["ratio"] == 1.0
-    assert all(r["ratio"] == 1.0 for r in rows if r["section"] == "tokens"
-               and r["tokens"] == layer.SMOKE.tokens)
     text = table.format()
     assert text.count("\n| routing") == len(routing)
     png = layer_chart(table, str(tmp_path / "layer.png"))

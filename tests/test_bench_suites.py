@@ -86,7 +86,6 @@ def test_compile_suite_reports_every_depth():
     check_cells(table, 2)
     assert [(r["layers"], r["moe_layers"], r["scan"]) for r in table.rows] == [
         (2, 1, "scanned"), (4, 2, "scanned")]
-    assert table.rows[0]["ratio"] == 1.0
     assert all(r["seconds"] > 0 and r["xla"] > 0 and r["trace"] > 0 for r in table.rows)
 
 

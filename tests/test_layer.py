@@ -265,6 +265,25 @@ def test_grouped_matmul_and_its_gradients_against_a_numpy_loop():
     np.testing.assert_array_equal(np.asarray(dw[1]), 0.0)
 
 
+def test_grouped_matmul_in_bfloat16_keeps_dtypes_and_follows_float32():
+    """bf16 rows and weights: y, dx, dw come back in bf16 (dw summed in float32), within bf16
+    rounding of the float32 computation."""
+    keys = jax.random.split(jax.random.key(12), 3)
+    sizes = jnp.array([7, 0, 12], jnp.int32)
+    x, w = jax.random.normal(keys[0], (20, 8)), jax.random.normal(keys[1], (3, 8, 5))
+    dy = jax.random.normal(keys[2], (20, 5))
+
+    def run(dtype):
+        y, vjp = jax.vjp(lambda x, w: grouped_matmul(x, w, sizes, 4),
+                         x.astype(dtype), w.astype(dtype))
+        return (y, *vjp(dy.astype(dtype)))
+
+    low, full = run(jnp.bfloat16), run(jnp.float32)
+    assert [a.dtype for a in low] == [jnp.bfloat16] * 3
+    for a, b in zip(low, full):
+        np.testing.assert_allclose(np.asarray(a, np.float32), b, rtol=0.05, atol=0.1)
+
+
 def test_shared_experts_add_an_always_on_ffn():
     cfg = MoeConfig(num_experts=4, num_selected_experts=2, hidden_dim=6, num_shared_experts=2,
                     shared_hidden_dim=3, eval_capacity_factor=2.0)

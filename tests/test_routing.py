@@ -934,7 +934,7 @@ def test_batch_prioritized_uses_top1_router_probability(gate_order, renormalize,
 def test_top_k_matches_a_stable_descending_sort_with_ties_and_minus_infinity(k):
     """Both paths of moejax.routing.select.top_k (rounds of max for k <= 4, a sort above):
     largest first, ties to the lower index, -inf entries taken like any other value (never an
-    index twice), and gradients flow to the chosen entries only."""
+    index twice, NaN included), and gradients flow to the chosen entries only."""
     from moejax.routing.select import top_k
     rng = np.random.default_rng(k)
     x = rng.integers(0, 4, size=(3, 5, 7)).astype(np.float32)          # many ties
@@ -946,6 +946,9 @@ def test_top_k_matches_a_stable_descending_sort_with_ties_and_minus_infinity(k):
             order = sorted(range(7), key=lambda e: (-x[g, s, e], e))[:k]
             assert list(np.asarray(index[g, s])) == order
             np.testing.assert_array_equal(np.asarray(values[g, s]), x[g, s, order])
+    nan = jnp.asarray(x[2]).at[:, 3].set(jnp.nan)                      # a diverged router
+    _, nan_index = top_k(nan, k)
+    assert all(len(set(np.asarray(row).tolist())) == k for row in nan_index)
     grad = jax.grad(lambda x: jnp.sum(top_k(x, k)[0] * jnp.arange(1.0, k + 1)))(
         jnp.asarray(rng.normal(size=(2, 7)).astype(np.float32)))
     assert np.count_nonzero(np.asarray(grad)) == 2 * k

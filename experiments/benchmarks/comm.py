@@ -55,9 +55,9 @@ class Sizes:
 
 
 FULL = Sizes()
-SMALL = (("data.batch_size", 8), ("data.seq_length", 32), ("model.d_model", 32),
-         ("model.num_heads", 2), ("model.head_dim", 16), ("model.d_ff", 64),
-         ("moe.hidden_dim", 64))
+# The single-device smoke sizes, with a batch and E that the 8 devices divide.
+SMALL = tuple({**dict(train_setup.SMOKE_OVERRIDES), "data.batch_size": 8,
+               "moe.num_experts": 8}.items())
 SMOKE = Sizes(cases=(("Switch tiny", "switch", "data=2 × expert=4", ()),
                      ("Mixtral tiny (dropless)", "mixtral", "data=2 × expert=4",
                       tuple(DROPLESS.items()) + (("model.num_layers", 2),))),
@@ -86,7 +86,8 @@ def minimum_all_to_all(setup: train_setup.TrainSetup) -> int:
     """Bytes per device per step: 4 exchanges per MoE layer (out, back; both transposed)."""
     moe = setup.model_cfg.moe
     b, d = setup.config.data.batch_size, setup.model_cfg.d_model
-    shards, item, k = batch_shards(setup.mesh), ITEM[moe.dtype], routing_k(moe)
+    # the exchanged rows are the layer's input, in the model's dtype (the experts cast later)
+    shards, item, k = batch_shards(setup.mesh), ITEM[setup.model_cfg.dtype], routing_k(moe)
     total = 0
     for _, length in moe_layers(setup):
         if not moe.uses_capacity:                  # exact rows: T_local · k · D

@@ -23,6 +23,7 @@ from jax.experimental.compilation_cache import compilation_cache
 
 from experiments.benchmarks import train_setup
 from experiments.benchmarks.table import Table
+from moejax.models import ffn_pattern
 
 TRACE = "/jax/core/compile/jaxpr_trace_duration"
 TO_MLIR = "/jax/core/compile/jaxpr_to_mlir_module_duration"
@@ -94,7 +95,7 @@ def measure(sizes: Sizes, depth: int, scan: bool) -> Dict[str, float]:
     setup = train_setup.build(config)
     runs = [compile_once(setup) for _ in range(sizes.repeats)]
     parts = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    moe = sum(1 for i in range(depth) if (i + 1) % setup.model_cfg.moe_every == 0)
+    moe = ffn_pattern(setup.model_cfg, depth).count("moe")
     return {**parts, "moe_layers": moe, "params": setup.params}
 
 

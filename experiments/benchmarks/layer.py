@@ -1,5 +1,7 @@
 """Suite `layer`: forward+backward time of one MoE layer against a dense FFN of the same
-per-token FLOPs (hidden width k·F), on this machine's default backend.
+per-token FLOPs (hidden width k·F), on this machine's default backend. The backward pass
+computes the gradients of every parameter and of the input (as in any layer but the first),
+so the dispatch's backward is counted.
 
 Three sections, each a ratio measured side by side in one run:
 - routing: the experts alone on the capacity buffer (no routing: the floor of capacity-based
@@ -68,41 +70,43 @@ def inputs(tokens: int, sizes: Sizes) -> jax.Array:
 
 
 def dense_step(x: jax.Array, width: int) -> Callable[[], jax.Array]:
-    """fwd+bwd of a ReLU FFN D -> width -> D on every token."""
+    """fwd+bwd (weights and input) of a ReLU FFN D -> width -> D on every token."""
     d = x.shape[-1]
     k1, k2 = jax.random.split(jax.random.key(1))
     w = {"wi": jax.random.normal(k1, (d, width)) * d ** -0.5,
          "wo": jax.random.normal(k2, (width, d)) * width ** -0.5}
-    grad = jax.jit(jax.grad(lambda w, x: jnp.sum(expert_ffn(w, x, "relu", jnp.float32) ** 2)))
+    grad = jax.jit(jax.grad(lambda w, x: jnp.sum(expert_ffn(w, x, "relu", jnp.float32) ** 2),
+                            argnums=(0, 1)))
     rows = x.reshape(-1, d)
     return lambda: grad(w, rows)
 
 
 def moe_step(x: jax.Array, cfg: MoeConfig) -> Callable[[], object]:
-    """fwd+bwd of a MoeLayer (gradients of every parameter)."""
+    """fwd+bwd of a MoeLayer (gradients of every parameter and of the input)."""
     layer = MoeLayer(cfg, x.shape[-1], rngs=nnx.Rngs(0))
 
     @nnx.jit
     def grad(layer, x):
-        def loss(layer):
+        def loss(layer, x):
             y, stats = layer(x)
             return jnp.sum(y ** 2) + stats["aux_loss"]
-        return nnx.grad(loss)(layer)
+        return nnx.grad(loss, argnums=(0, 1))(layer, x)
 
     step = nnx.cached_partial(grad, layer)       # no graph traversal per timed call
     return lambda: step(x)
 
 
 def experts_alone_step(x: jax.Array, cfg: MoeConfig) -> Callable[[], object]:
-    """fwd+bwd of the E experts alone on a full capacity buffer [E, G·C, D]: the floor that
-    capacity-based dispatch cannot go below (its padding to C slots included)."""
+    """fwd+bwd (weights and input) of the E experts alone on a full capacity buffer
+    [E, G·C, D]: the floor that capacity-based dispatch cannot go below (its padding to C
+    slots included)."""
     g, s, d = x.shape
     layer = MoeLayer(cfg, d, rngs=nnx.Rngs(0))
     rows = g * layer.capacity(s, train=True)
     buffer = jax.random.normal(jax.random.key(2), (cfg.num_experts, rows, d))   # [E, G·C, D]
     w = layer.experts.weights()
     grad = jax.jit(jax.grad(lambda w, x: jnp.sum(expert_ffn(w, x, cfg.activation,
-                                                            jnp.float32) ** 2)))
+                                                            jnp.float32) ** 2), argnums=(0, 1)))
     return lambda: grad(w, buffer)
 
 
@@ -124,10 +128,10 @@ def routing_section(table: Table, sizes: Sizes) -> None:
             cfg = moe_config(sizes, router, k, experts, sizes.hidden,
                              "index" if alone else dispatch, grouped, cf)
             moe = experts_alone_step(x, cfg) if alone else moe_step(x, cfg)
-            t = side_by_side({"dense": dense_step(x, int(k * sizes.hidden)), "moe": moe},
-                             sizes.repeats)
+            width = cfg.active_hidden_dim
+            t = side_by_side({"dense": dense_step(x, width), "moe": moe}, sizes.repeats)
             table.add(section="routing", variant=name, E=experts, k=k, tokens=sizes.tokens,
-                      baseline=f"dense {int(k * sizes.hidden)}", ms=t["moe"] * 1e3,
+                      baseline=f"dense {width}", ms=t["moe"] * 1e3,
                       baseline_ms=t["dense"] * 1e3, ratio=t["moe"] / t["dense"])
 
 
@@ -173,8 +177,9 @@ def run(smoke: bool = False) -> Table:
     sizes = SMOKE if smoke else FULL
     table = Table(
         title=(f"layer fwd+bwd on {jax.default_backend()}: T={sizes.tokens} tokens in groups of "
-               f"{sizes.group_size}, D={sizes.d_model}, F={sizes.hidden}, capacity factor 1.25, "
-               f"float32, median of {sizes.repeats} (alternating with the baseline)"),
+               f"{sizes.group_size}, D={sizes.d_model}, F={sizes.hidden}, capacity factor 1.25 "
+               f"(expert choice: 2), float32, gradients of weights and input, median of "
+               f"{sizes.repeats} (alternating with the baseline)"),
         columns=[("section", "section", ""), ("variant", "variant", ""), ("E", "E", "d"),
                  ("k", "k", "d"), ("tokens", "tokens", "d"), ("ms", "ms", ".1f"),
                  ("baseline", "baseline", ""), ("baseline_ms", "baseline ms", ".1f"),

@@ -31,6 +31,7 @@ from moejax.train.config import resolve
 from moejax.train.memory import vocab_size
 from moejax.train.mesh import training_mesh
 from moejax.train.optimizer import make_optimizer
+from moejax.train.trainer import count_params
 from moejax.train.step import train_step
 
 DENSE = {"model.moe_as_dense": True}
@@ -112,8 +113,7 @@ class TrainSetup:
 
     @property
     def params(self) -> int:
-        return sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(self.model,
-                                                                           nnx.Param)))
+        return count_params(self.model)
 
     @property
     def param_bytes(self) -> int:

@@ -34,7 +34,8 @@ class ModelConfig:
     extra_dense_ffn_after_moe: ST-MoE's dense FFN right after every sparse one.
     moe_as_dense: the FLOP-matched dense baseline of the Switch and ST-MoE papers: every FFN the
       layout makes sparse is a dense FFN of the MoE layer's active width instead
-      (moe.active_hidden_dim: k·F plus shared experts) with the experts' activation.
+      (moe.active_hidden_dim: k·F plus shared experts) with the experts' activation, and the
+      model's dtype, dropout and initialisation (a dense model's FFN, not the experts').
     scan_layers: run repeated layers under nnx.scan (fast compiles); False unrolls them.
     moe: the MoeConfig of every sparse layer (its `causal` is set per stack).
     """
@@ -114,7 +115,10 @@ class ModelConfig:
             check(self.resolved_head_dim % 2 == 0,
                   f"{p}head_dim={self.resolved_head_dim} must be even for rotary positions")
         if self.moe_as_dense and self.moe_layout != "none":
-            self.moe.active_hidden_dim  # raises for routers without a per-token width
+            check(self.moe.router != "soft_moe",
+                  f"{p}moe_as_dense=True needs a per-token expert width, which "
+                  "moe.router='soft_moe' does not have (its FLOPs per token are "
+                  "E·slots_per_expert·F / group_size)")
         for stack, depth in self.stack_depths().items():
             ffn_pattern(self, depth, stack)  # raises on layouts that do not fit the depth
 

@@ -11,8 +11,9 @@ DeepSeek-V3 / MegaBlocks layout over the `expert` mesh axis. Inside shard_map ea
 Rows move either with jax.lax.ragged_all_to_all (exact sizes on the wire; TPU and GPU) or with
 a plain all_to_all of the whole padded buffer (any backend: XLA:CPU has no ragged_all_to_all),
 which moves |expert|·min(k, E_l)/k times the bytes of the exact exchange. Either way the
-receive buffer, and the grouped matmul over it, is the worst-case |expert|·cap rows; with the
-block grouped matmul (CPU) that costs compute too, with ragged_dot (TPU/GPU) only memory.
+receive buffer is the worst-case |expert|·cap rows: memory, and the elementwise work of the
+FFN; the grouped matmul itself visits only the rows received (moejax.grouped on CPU; ragged_dot
+on TPU/GPU takes the group sizes).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ the last axis partition along every other axis, so routing stays on each device'
 for small k (token-choice routers: k experts of E) k rounds of max + first index, which costs
 O(k·E) per token instead of a sort's O(E log E); for large k (expert choice takes its top C of
 S tokens) a stable descending sort. Either way ties go to the lower index, as with
-jax.lax.top_k, and -inf entries are returned like any other value.
+jax.lax.top_k, -inf entries are returned like any other value, and NaN ranks below -inf
+(a router that produced NaN has diverged; its indices still differ).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def top_k(x: jax.Array, k: int) -> Tuple[jax.Array, jax.Array]:
     if k > SORT_ABOVE_K:
         index = jnp.argsort(-x, axis=-1, stable=True)[..., :k].astype(jnp.int32)
     else:
-        index = _rounds_of_max(jax.lax.stop_gradient(x), k)
+        score = jax.lax.stop_gradient(x)
+        index = _rounds_of_max(jnp.where(jnp.isnan(score), -jnp.inf, score), k)
     return jnp.take_along_axis(x, index, axis=-1), index
 
 

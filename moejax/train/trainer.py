@@ -124,9 +124,10 @@ def _train(config, workdir: str, model_cfg, mesh) -> Dict[str, Any]:
         Progress.show(f"resumed from {checkpoints.directory}/{step}")
     log = MetricsLog(workdir, resume_step=step) if jax.process_index() == 0 else NoLog()
     batch_tokens = config.data.batch_size * config.data.seq_length
+    ffn = (f"router={model_cfg.moe.router}, E={model_cfg.moe.num_experts}" if model_cfg.has_moe
+           else "dense FFNs" + (" (moe_as_dense baseline)" if model_cfg.moe_as_dense else ""))
     Progress.show(f"{model_cfg.arch} model, {count_params(model) / 1e6:.2f}M parameters, "
-                  f"router={model_cfg.moe.router}, E={model_cfg.moe.num_experts}, "
-                  f"{t.num_steps} steps of {batch_tokens} tokens -> {workdir}")
+                  f"{ffn}, {t.num_steps} steps of {batch_tokens} tokens -> {workdir}")
     if mesh.size > 1:
         Progress.show(f"mesh: {describe(mesh)}")
     progress = Progress(t.num_steps, step, batch_tokens)
