@@ -38,7 +38,8 @@ def layer_chart(table: Table, path: str) -> str:
         if section in TARGETS:
             target, text = TARGETS[section]
             ax.axvline(target, color="#c44e52", linestyle="--", linewidth=1, label=text)
-            ax.legend(loc="lower right", fontsize=8)
+            ax.legend(loc="best", fontsize=8)
+        ax.set_xlim(0, max(ratios + [TARGETS.get(section, (1.0,))[0]]) * 1.12)
         for i, ratio in enumerate(ratios):
             ax.text(ratio, i, f" {ratio:.2f}", va="center", fontsize=7)
         ax.set_title(f"{section}: time / {rows[0]['baseline'].split(' ')[0]} baseline",
