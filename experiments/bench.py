@@ -36,19 +36,24 @@ _PLOT = flags.DEFINE_string("plot", None, "Also draw the layer suite's ratios in
 
 def run_in_subprocess(suite: str, json_path: str) -> dict:
     """One suite in a fresh process (its own device count and compile state)."""
-    env = dict(os.environ)
-    if suite in NEEDS_DEVICES and "xla_force_host_platform_device_count" not in env.get(
-            "XLA_FLAGS", ""):
-        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count="
-                            f"{NEEDS_DEVICES[suite]}").strip()
     cmd = [sys.executable, "-m", "experiments.bench", f"--suite={suite}", f"--json={json_path}"]
     if _SMOKE.value:
         cmd.append("--smoke")
     if _PLOT.value and suite == "layer":
         cmd.append(f"--plot={_PLOT.value}")
-    subprocess.run(cmd, env=env, check=True)
+    subprocess.run(cmd, check=True)
     with open(json_path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def add_virtual_devices(suite: str) -> None:
+    """On CPU, the virtual devices a suite needs, set before jax starts its backend (the
+    device count is read when it does)."""
+    flags_now = os.environ.get("XLA_FLAGS", "")
+    if (suite in NEEDS_DEVICES and "xla_force_host_platform_device_count" not in flags_now
+            and os.environ.get("JAX_PLATFORMS", "cpu") == "cpu"):
+        os.environ["XLA_FLAGS"] = (f"{flags_now} --xla_force_host_platform_device_count="
+                                   f"{NEEDS_DEVICES[suite]}").strip()
 
 
 def run_here(suite: str) -> dict:
@@ -75,11 +80,7 @@ def main(argv):
             with tempfile.TemporaryDirectory() as tmp:
                 results.update(run_in_subprocess(suite, os.path.join(tmp, f"{suite}.json")))
     else:
-        if _SUITE.value in NEEDS_DEVICES and "xla_force_host_platform_device_count" not in \
-                os.environ.get("XLA_FLAGS", "") and os.environ.get("JAX_PLATFORMS", "cpu") == "cpu":
-            # Before jax starts a backend: the virtual devices are read when it does.
-            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_"
-                                       f"platform_device_count={NEEDS_DEVICES[_SUITE.value]}")
+        add_virtual_devices(_SUITE.value)
         results = run_here(_SUITE.value)
     if _JSON.value:
         with open(_JSON.value, "w", encoding="utf-8") as f:
