@@ -87,7 +87,10 @@ class MoeConfig:
       expert_dropout: dropout on the expert hidden layer (Switch fine-tuning: 0.4).
       expert_init_scale: variance scale of the expert weights' truncated-normal init
         (Switch reduced init: 0.1; default 1.0).
-      dtype: compute dtype of the experts; the router always runs in float32.
+      dtype: compute dtype of the experts.
+      router_dtype: dtype of the router's matmul, softmax and routing decisions: float32
+        (Switch "selective precision", the default, also under a bfloat16 model) or bfloat16
+        (Switch Table 2's unstable full-bfloat16 router).
       num_shared_experts: always-on experts added to the routed output (DeepSeekMoE, Llama 4).
       shared_hidden_dim: hidden width of each shared expert (None: hidden_dim).
 
@@ -129,6 +132,7 @@ class MoeConfig:
     expert_dropout: float = 0.0
     expert_init_scale: float = 1.0
     dtype: str = "float32"
+    router_dtype: str = "float32"
     num_shared_experts: int = 0
     shared_hidden_dim: Optional[int] = None
 
@@ -179,6 +183,7 @@ class MoeConfig:
         check_choice(p + "dropless_all_to_all", self.dropless_all_to_all, DROPLESS_ALL_TO_ALLS)
         check_choice(p + "activation", self.activation, ACTIVATIONS)
         check_choice(p + "dtype", self.dtype, DTYPES)
+        check_choice(p + "router_dtype", self.router_dtype, ("float32", "bfloat16"))
         _positive_int(p + "num_experts", self.num_experts)
         _positive_int(p + "num_selected_experts", self.num_selected_experts)
         _positive_int(p + "hidden_dim", self.hidden_dim)

@@ -1,7 +1,8 @@
 """Per-layer MoE diagnostics: expert load, drops, balance and router statistics.
 
-All values are float32 scalars except tokens_per_expert and expert_counts ([E]). Under a scan
-over layers they come out stacked per layer.
+All values are float32 scalars except tokens_per_expert and expert_counts ([E]) and
+experts_per_token ([EXPERTS_PER_TOKEN_BINS]). Under a scan over layers they come out stacked per
+layer.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import jax.numpy as jnp
 from moejax import plan as plan_lib
 from moejax.routing.types import Routing
 
+EXPERTS_PER_TOKEN_BINS = 5          # tokens processed by 0, 1, 2, 3, and 4 or more experts
+
 
 def expert_counts(routing: Routing, num_experts: int, group_size: int) -> jax.Array:
     """[E] float32 assignments the router gave each expert (before capacity; for expert
@@ -24,6 +27,24 @@ def expert_counts(routing: Routing, num_experts: int, group_size: int) -> jax.Ar
         return jnp.bincount(eid, length=num_experts + 1)[:num_experts].astype(jnp.float32)
     filled = routing.plan.filled(group_size).astype(jnp.float32)       # [G, E, C]
     return jnp.sum(filled, axis=(0, 2))
+
+
+def experts_per_token(routing: Routing, group_size: int) -> jax.Array:
+    """[EXPERTS_PER_TOKEN_BINS] fraction of tokens processed by 0, 1, 2, 3, 4+ experts.
+
+    With a capacity plan this counts the slots that hold each token (dropped tokens count 0;
+    under expert choice a token gets as many experts as chose it, Zhou et al. 2022 Fig. 3);
+    dropless routing counts each token's valid assignments.
+    """
+    plan, bins = routing.plan, EXPERTS_PER_TOKEN_BINS
+    if plan is not None:
+        token = jnp.where(plan.filled(group_size), plan.slot_token, group_size)   # [G, E, C]
+        counts = jax.vmap(lambda t: jnp.bincount(t.reshape(-1), length=group_size + 1)
+                          )(token)[:, :group_size]                                 # [G, S]
+    else:
+        counts = jnp.sum(routing.assignment.valid, axis=-1)                        # [G, S]
+    histogram = jnp.bincount(jnp.minimum(counts, bins - 1).reshape(-1), length=bins)
+    return histogram.astype(jnp.float32) / counts.size
 
 
 def max_violation(counts: jax.Array) -> jax.Array:
@@ -49,6 +70,7 @@ def routing_metrics(routing: Routing, logits: jax.Array, group_size: int) -> Dic
         "max_violation": max_violation(counts),
         "router_entropy": router_entropy(routing.probs),
         "router_z": jnp.mean(jnp.square(jax.nn.logsumexp(logits, axis=-1))),
+        "experts_per_token": experts_per_token(routing, group_size),
         "dropped_fraction": jnp.zeros((), jnp.float32),
         "dropped_assignment_fraction": jnp.zeros((), jnp.float32),
     }

@@ -1,4 +1,4 @@
-"""The router: a float32 linear map from token representations to expert logits."""
+"""The router: a linear map from token representations to expert logits, float32 by default."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ class ExpertLoad(nnx.Variable):
 
 
 class Router(nnx.Module):
-    """logits = x·W_g [G, S, E], always in float32 (Switch "selective precision").
+    """logits = x·W_g [G, S, E] in moe.router_dtype: float32 by default (Switch "selective
+    precision", whatever the model's dtype); bfloat16 reproduces Switch Table 2's bfloat16
+    router, whose softmax and routing then also run in bfloat16.
 
     Switch jitter multiplies the router's input (only) by U(1-ε, 1+ε) in training. The noisy
     top-k router adds W_noise (zero-initialised, as in Shazeer et al. 2017); the DeepSeek-V3
@@ -30,6 +32,7 @@ class Router(nnx.Module):
     def __init__(self, cfg: MoeConfig, model_dim: int, *, rngs: nnx.Rngs):
         e = cfg.num_experts
         self.jitter_eps = cfg.jitter_eps
+        self.dtype = jnp.dtype(cfg.router_dtype)
         init = jax.nn.initializers.normal(cfg.router_init_std)
         self.w = nnx.Param(init(rngs.params(), (model_dim, e), jnp.float32),
                            logical_axes=("embed", "expert_scores"))
@@ -44,15 +47,15 @@ class Router(nnx.Module):
 
     def __call__(self, x: jax.Array, jitter_key: Optional[jax.Array] = None
                  ) -> Tuple[jax.Array, Optional[jax.Array]]:
-        """x [G, S, D] -> (logits [G, S, E], noise logits [G, S, E] or None), float32."""
-        x = x.astype(jnp.float32)
+        """x [G, S, D] -> (logits [G, S, E], noise logits [G, S, E] or None), router dtype."""
+        x = x.astype(self.dtype)
         if jitter_key is not None and self.jitter_eps > 0.0:
-            x = x * jax.random.uniform(jitter_key, x.shape, jnp.float32,
+            x = x * jax.random.uniform(jitter_key, x.shape, self.dtype,
                                        1.0 - self.jitter_eps, 1.0 + self.jitter_eps)
-        logits = jnp.einsum("gsd,de->gse", x, self.w[...])
+        logits = jnp.einsum("gsd,de->gse", x, self.w[...].astype(self.dtype))
         noise_logits = None
         if hasattr(self, "w_noise"):
-            noise_logits = jnp.einsum("gsd,de->gse", x, self.w_noise[...])
+            noise_logits = jnp.einsum("gsd,de->gse", x, self.w_noise[...].astype(self.dtype))
         return logits, noise_logits
 
     @property

@@ -421,3 +421,43 @@ def test_router_entropy_hand_example_and_numpy_loop():
     rng = np.random.default_rng(3)
     probs = rng.dirichlet(np.ones(6), size=(3, 5)).astype(np.float32)
     np.testing.assert_allclose(metrics.router_entropy(f32(probs)), ref_entropy(probs), rtol=1e-5)
+
+
+def _plan_routing(slot_token, group_size):
+    from moejax.plan import CapacityPlan
+    from moejax.routing.types import Routing
+    slot_token = jnp.asarray(slot_token, jnp.int32)
+    plan = CapacityPlan(slot_token=slot_token, slot_weight=jnp.ones(slot_token.shape),
+                        num_requested=jnp.zeros(slot_token.shape[:1]))
+    return Routing(probs=None, assignment=None, plan=plan, losses={})
+
+
+def test_experts_per_token_hand_example_with_a_plan():
+    # one group, S = 4 tokens, E = 2 experts, C = 3 slots; 4 marks an empty slot.
+    # token 0: experts 0 and 1; token 1: expert 0; token 2: none (dropped); token 3: expert 1.
+    routing = _plan_routing([[[0, 1, 4], [0, 3, 4]]], group_size=4)
+    hist = _metrics.experts_per_token(routing, 4)
+    np.testing.assert_allclose(hist, [0.25, 0.5, 0.25, 0.0, 0.0])
+
+
+def test_experts_per_token_matches_numpy_loop_and_caps_the_last_bin():
+    rng = np.random.default_rng(3)
+    g, e, c, s = 3, 6, 5, 7
+    slot_token = rng.integers(0, s + 1, size=(g, e, c))       # s marks an empty slot
+    hist = np.asarray(_metrics.experts_per_token(_plan_routing(slot_token, s), s))
+    expected = np.zeros(5)
+    for gi in range(g):
+        for t in range(s):
+            n = sum(int(slot_token[gi, ei, ci] == t) for ei in range(e) for ci in range(c))
+            expected[min(n, 4)] += 1
+    np.testing.assert_allclose(hist, expected / (g * s), rtol=1e-6)
+
+
+def test_experts_per_token_dropless_counts_valid_choices():
+    from moejax.routing.types import Assignment, Routing
+    valid = jnp.asarray([[[True, True], [True, False], [False, False]]])     # [G=1, S=3, k=2]
+    assignment = Assignment(expert_index=jnp.zeros((1, 3, 2), jnp.int32),
+                            gate=jnp.ones((1, 3, 2)), valid=valid)
+    routing = Routing(probs=None, assignment=assignment, plan=None, losses={})
+    np.testing.assert_allclose(_metrics.experts_per_token(routing, 3),
+                               [1 / 3, 1 / 3, 1 / 3, 0.0, 0.0], rtol=1e-6)

@@ -68,6 +68,14 @@ class MetricsLog:
         self.tb.flush()
         return record
 
+    def last(self, key: str, default: Any = None) -> Any:
+        """The value of key in the latest record that has it (e.g. after a resume)."""
+        for line in reversed(self.lines):
+            record = json.loads(line)
+            if key in record:
+                return record[key]
+        return default
+
     def close(self) -> None:
         self.tb.close()
 
@@ -77,6 +85,9 @@ class NoLog:
 
     def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
         pass
+
+    def last(self, key: str, default: Any = None) -> Any:
+        return default
 
     def close(self) -> None:
         pass

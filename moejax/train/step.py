@@ -35,7 +35,7 @@ def apply_bias_updates(model: nnx.Module) -> None:
 def moe_metrics(stats: Dict[str, jax.Array]) -> Dict[str, jax.Array]:
     """Per-MoE-layer diagnostics worth logging ([num_moe_layers, ...] each)."""
     keys = ("tokens_per_expert", "dropped_fraction", "router_entropy", "max_violation",
-            "router_z")
+            "router_z", "experts_per_token")
     return {f"moe/{k}": stats[k] for k in keys if k in stats}
 
 

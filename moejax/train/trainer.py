@@ -1,7 +1,9 @@
 """The training loop: resume, train, evaluate, log, checkpoint, plot.
 
     workdir/checkpoints/<step>/   orbax: model, optimizer, RNG streams, data iterator, config
-    workdir/metrics.jsonl         one record per log/eval step (train and eval splits)
+    workdir/metrics.jsonl         one record per log/eval step (train and eval splits); train
+                                  records carry train_seconds: time in train steps so far,
+                                  without the first step of each process (compilation)
     workdir/tensorboard/          TensorBoard event files
     workdir/plots/*.png           loss curves and expert load per MoE layer (at the end)
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import math
 import signal
+import time
 from typing import Any, Dict
 
 import jax
@@ -118,6 +121,11 @@ def _train(config, workdir: str, model_cfg, mesh) -> Dict[str, Any]:
                                process_index=jax.process_index(),
                                process_count=jax.process_count())
     step = checkpoints.latest_step() or 0
+    # a workdir restored from another run's checkpoint (upcycling, continued training) has no
+    # log yet: it is evaluated at its first step too, which is where its curve starts
+    fresh_log = not (epath.Path(workdir) / "metrics.jsonl").exists()
+    if jax.process_count() > 1:
+        fresh_log = bool(multihost_utils.broadcast_one_to_all(np.array(fresh_log)))
     if step:
         data_state, _ = checkpoints.restore(step, model, optimizer)
         train_data.set_state(data_state)
@@ -141,17 +149,23 @@ def _train(config, workdir: str, model_cfg, mesh) -> Dict[str, Any]:
             checkpoints.save(step, model, optimizer, train_data.get_state(), config_json)
             saved["step"] = step
 
-    if step == 0:                                            # the starting value, for reference
+    if step == 0 or fresh_log:                               # the starting value, for reference
         last_eval = evaluate(model, config, float(t.z_loss), mesh)
-        log.write(0, "eval", last_eval)
-        Progress.show(f"eval at step 0: cross-entropy {last_eval['cross_entropy']:.4f}")
+        log.write(step, "eval", last_eval)
+        Progress.show(f"eval at step {step}: cross-entropy {last_eval['cross_entropy']:.4f}")
+    train_seconds = log.last("train_seconds", 0.0)
+    first = True
     with _Preemption() as preemption:
         while step < t.num_steps:
             batch = global_batch(next(train_data), mesh)
+            start = time.perf_counter()
             metrics = train_step(model, optimizer, batch, float(t.z_loss))
             step += 1
-            loss = float(metrics["loss"])
+            loss = float(metrics["loss"])                   # waits for the step to finish
             grad_norm = float(metrics["grad_norm"])
+            if not first:
+                train_seconds += time.perf_counter() - start
+            first = False
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 last = checkpoints.latest_step()
                 raise TrainingDiverged(
@@ -161,7 +175,7 @@ def _train(config, workdir: str, model_cfg, mesh) -> Dict[str, Any]:
                     f"{checkpoints.directory}; lower optimizer.learning_rate or add "
                     f"moe.router_z_loss")
             if step % t.log_every == 0 or step == t.num_steps:
-                log.write(step, "train", metrics)
+                log.write(step, "train", {**metrics, "train_seconds": train_seconds})
                 Progress.show(progress.line(step, loss))
             if step % t.eval_every == 0 or step == t.num_steps:
                 last_eval = evaluate(model, config, float(t.z_loss), mesh)

@@ -1,0 +1,201 @@
+"""Run specs and how a set of them is trained: the same data, seeds and steps for each.
+
+A spec names a config family (configs/<family>.py) or file, an optional size and dotted
+overrides joined by '+':
+
+    switch                                  configs/switch.py at the default size
+    switch:base                             another size
+    switch+moe.num_experts=16+moe.capacity_factor=1.0
+    configs/st_moe.py:tiny+train.z_loss=0
+
+Each (spec, seed) trains in its own directory of the comparison's workdir with the normal
+trainer; a finished run is not trained again, an interrupted one resumes from its checkpoint,
+and a run whose loss became NaN/Inf is recorded as diverged (the others go on).
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import json
+import os
+import re
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import ml_collections
+
+from moejax.errors import ConfigError, check
+
+DIVERGED = "DIVERGED"         # file written in a run's directory when its loss became NaN/Inf
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One arm of a comparison: a label for tables and plots, a config spec, and overrides
+    applied after the spec's own (recipes compute some, e.g. one family's moe section)."""
+    label: str
+    spec: str
+    overrides: Tuple[Tuple[str, Any], ...] = ()
+    seeds: Optional[Tuple[int, ...]] = None      # this arm's seeds instead of the common ones
+
+
+def parse_value(text: str) -> Any:
+    """'16' -> 16, '1e-3' -> 0.001, 'true' -> True, 'none' -> None, anything else a string."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "none":
+        return None
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+        return text.strip()
+
+
+def parse_spec(spec: str, size: str) -> Tuple[str, str, Dict[str, Any]]:
+    """'switch:base+moe.num_experts=16' -> ('configs/switch.py', 'base', {...})."""
+    base, *overrides = spec.strip().split("+")
+    name, _, spec_size = base.partition(":")
+    path = name if name.endswith(".py") else os.path.join("configs", f"{name}.py")
+    check(os.path.exists(path), f"config {name!r} (in {spec!r}) is not a family in configs/ "
+                                f"nor a file: {path} does not exist")
+    values = {}
+    for item in overrides:
+        key, eq, value = item.partition("=")
+        check(bool(eq) and bool(key), f"override {item!r} in {spec!r} is not key=value")
+        values[key.strip()] = parse_value(value)
+    return path, spec_size or size, values
+
+
+def load_config(spec: str, size: str, common: Mapping[str, Any] = ()
+                ) -> ml_collections.ConfigDict:
+    """The ConfigDict of a spec, with `common` overrides applied after the spec's own."""
+    path, spec_size, overrides = parse_spec(spec, size)
+    module_spec = importlib.util.spec_from_file_location(
+        "moejax_config_" + re.sub(r"\W", "_", path), path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    try:
+        config = module.get_config(spec_size)
+    except ValueError as err:
+        raise ConfigError(f"{spec!r}: {err}") from err
+    for key, value in {**overrides, **dict(common)}.items():
+        _set(config, key, value, spec)
+    return config
+
+
+def _set(config: ml_collections.ConfigDict, key: str, value: Any, spec: str) -> None:
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+        check(part in node, f"{key!r} (in {spec!r}) is not a config field")
+        node = node[part]
+    check(leaf in node, f"{key!r} (in {spec!r}) is not a config field")
+    current = node[leaf]
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    try:
+        node[leaf] = value
+    except TypeError as err:
+        raise ConfigError(f"{key}={value!r} (in {spec!r}) has the wrong type: {err}") from err
+
+
+def slug(label: str) -> str:
+    """A directory name for a label: 'top-1 cf=1.25' -> 'top-1_cf_1.25'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "run"
+
+
+def budget(steps: int) -> Dict[str, Any]:
+    """Train overrides for a comparison of `steps` steps: about 20 evaluations (the curves
+    that 'steps to a target loss' interpolates), a log record every ~1% and one checkpoint
+    at the end."""
+    return {"train.num_steps": steps, "train.eval_every": max(1, steps // 20),
+            "train.log_every": max(1, steps // 100), "train.checkpoint_every": steps,
+            "train.keep_checkpoints": 1}
+
+
+def tokens_per_step(config: ml_collections.ConfigDict) -> int:
+    """Input tokens per training step (the trainer's progress line counts the same)."""
+    return config.data.batch_size * config.data.seq_length
+
+
+def run_directory(workdir: str, run: Run, seed: int) -> str:
+    return os.path.join(workdir, slug(run.label), f"seed_{seed}")
+
+
+def finished(run_dir: str, num_steps: int) -> bool:
+    """Whether run_dir holds an eval record at num_steps, or diverged."""
+    if os.path.exists(os.path.join(run_dir, DIVERGED)):
+        return True
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return False
+    from moejax.train.logs import read_log
+    return any(r["split"] == "eval" and r["step"] >= num_steps for r in read_log(run_dir))
+
+
+def train_runs(runs: Sequence[Run], workdir: str, *, size: str, seeds: Sequence[int],
+               common: Mapping[str, Any], log=print) -> Dict[Tuple[str, int], str]:
+    """Trains every (run, seed) in workdir/<label>/seed_<s>; returns their directories.
+
+    Every config is built and validated first, so a bad spec fails before anything trains.
+    """
+    from moejax.train.trainer import TrainingDiverged, train_and_evaluate
+
+    check(len({r.label for r in runs}) == len(runs), "two runs share a label: "
+          f"{[r.label for r in runs]}")
+    check(len({slug(r.label) for r in runs}) == len(runs),
+          f"two labels make the same directory name: {[r.label for r in runs]}")
+    configs = {}
+    for run in runs:
+        for seed in run.seeds or seeds:
+            config = load_config(run.spec, size, {**dict(run.overrides), **dict(common),
+                                                  "train.seed": seed})
+            _validate(config, run.spec)
+            configs[run.label, seed] = config
+    directories = {}
+    total = len(configs)
+    for i, ((label, seed), config) in enumerate(configs.items(), 1):
+        run = next(r for r in runs if r.label == label)
+        run_dir = run_directory(workdir, run, seed)
+        directories[label, seed] = run_dir
+        if finished(run_dir, config.train.num_steps):
+            log(f"[{i}/{total}] {label} (seed {seed}): done already, in {run_dir}")
+            continue
+        log(f"[{i}/{total}] {label} (seed {seed}): {run.spec} -> {run_dir}")
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "spec.json"), "w", encoding="utf-8") as f:
+            json.dump({"label": label, "spec": run.spec, "overrides": dict(run.overrides),
+                       "size": size, "seed": seed, "common": dict(common),
+                       "tokens_per_step": tokens_per_step(config),
+                       "examples_per_step": config.data.batch_size}, f, indent=1)
+        try:
+            train_and_evaluate(config, run_dir)
+        except TrainingDiverged as err:
+            with open(os.path.join(run_dir, DIVERGED), "w", encoding="utf-8") as f:
+                f.write(str(err) + "\n")
+            log(f"[{i}/{total}] {label} (seed {seed}) diverged: {err}")
+    return directories
+
+
+def _validate(config: ml_collections.ConfigDict, spec: str) -> None:
+    """Every config error of a spec, before anything trains."""
+    from moejax.data import make_tokenizer
+    from moejax.train.config import resolve
+    try:
+        resolve(config, make_tokenizer(config.data).vocab_size)
+    except ConfigError as err:
+        raise ConfigError(f"{spec!r}: {err}") from err
+
+
+def parse_runs(specs: Sequence[str], labels: Optional[Sequence[str]] = None) -> List[Run]:
+    """Runs labelled by their spec (or by labels, one per spec)."""
+    specs = [s for s in specs if s.strip()]
+    check(bool(specs), "--configs is empty: give one or more config specs, e.g. switch,dense")
+    if labels:
+        check(len(labels) == len(specs), f"--labels has {len(labels)} names for "
+                                         f"{len(specs)} configs")
+    return [Run(label=(labels[i] if labels else spec), spec=spec)
+            for i, spec in enumerate(specs)]
+

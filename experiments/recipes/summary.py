@@ -1,0 +1,176 @@
+"""What a finished run measured, read back from its metrics.jsonl, and its mean over seeds.
+
+Per run (one seed):
+  final_loss          validation cross-entropy at the last evaluation
+  steps_to_target     first step at which the validation curve reaches the target loss
+                      (linear interpolation between evaluations); None if it never does
+  tokens_per_second   training throughput between the first and last train records (the
+                      first step, which compiles, is not timed by the trainer)
+  dropped_fraction    tokens no expert slot took, training capacity factor, mean over the
+                      second half of training and over MoE layers
+  load_cv             coefficient of variation (std / mean) of the tokens per expert, same
+                      averaging
+  max_violation       MaxVio = max load / mean load − 1 (Wang et al. 2024) on the validation
+                      batches of the last evaluation, mean over MoE layers
+  router_z            mean logsumexp² of the router logits (ST-MoE), second half of training
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from experiments.recipes.runs import DIVERGED
+from moejax.train.logs import read_log
+
+
+@dataclasses.dataclass
+class RunResult:
+    directory: str
+    diverged: bool
+    tokens_per_step: int
+    examples_per_step: int
+    eval_curve: List[Tuple[int, float]]            # (step, validation cross-entropy)
+    train_curve: List[Tuple[int, float, float]]    # (step, train cross-entropy, train_seconds)
+    final_loss: Optional[float]
+    tokens_per_second: Optional[float]
+    dropped_fraction: Optional[float]
+    load_cv: Optional[float]
+    max_violation: Optional[float]
+    router_z: Optional[float]
+    expert_load: Optional[np.ndarray]              # [MoE layers, E] fraction, second half
+    experts_per_token: Optional[np.ndarray]        # [bins] fraction of tokens, last eval
+
+    @property
+    def has_moe(self) -> bool:
+        return self.expert_load is not None
+
+    def steps_to(self, target: float) -> Optional[float]:
+        return steps_to_target(self.eval_curve, target)
+
+    def seconds_at(self, step: float) -> float:
+        """Training seconds spent to reach `step` (interpolated between train records)."""
+        steps = [0] + [s for s, _, _ in self.train_curve]
+        seconds = [0.0] + [t for _, _, t in self.train_curve]
+        return float(np.interp(step, steps, seconds))
+
+
+def steps_to_target(curve: Sequence[Tuple[int, float]], target: float) -> Optional[float]:
+    """First step where the piecewise-linear curve through (step, loss) reaches <= target."""
+    for i, (step, loss) in enumerate(curve):
+        if loss <= target:
+            if i == 0:
+                return float(step)
+            s0, l0 = curve[i - 1]
+            return float(s0 + (step - s0) * (l0 - target) / (l0 - loss))
+    return None
+
+
+def _second_half(rows: List[dict]) -> List[dict]:
+    return rows[len(rows) // 2:] if len(rows) > 1 else rows
+
+
+def _mean_over(rows: List[dict], key: str, reduce) -> Optional[float]:
+    values = [reduce(np.asarray(r[key], np.float64)) for r in rows if key in r]
+    return float(np.mean(values)) if values else None
+
+
+def cv(load: np.ndarray) -> float:
+    """Mean over layers of std/mean of the per-expert load [layers, E]."""
+    load = np.atleast_2d(load)
+    return float(np.mean(np.std(load, axis=-1) / np.maximum(np.mean(load, axis=-1), 1e-12)))
+
+
+def read_run(directory: str) -> RunResult:
+    with open(os.path.join(directory, "spec.json"), encoding="utf-8") as f:
+        spec = json.load(f)
+    records = read_log(directory) if os.path.exists(
+        os.path.join(directory, "metrics.jsonl")) else []
+    train = [r for r in records if r["split"] == "train"]
+    evals = [r for r in records if r["split"] == "eval"]
+    late = _second_half(train)
+    timed = [r for r in train if "train_seconds" in r]
+    throughput = None
+    if len(timed) >= 2 and timed[-1]["train_seconds"] > timed[0]["train_seconds"]:
+        throughput = ((timed[-1]["step"] - timed[0]["step"]) * spec["tokens_per_step"]
+                      / (timed[-1]["train_seconds"] - timed[0]["train_seconds"]))
+    load = [np.asarray(r["moe/tokens_per_expert"]) for r in late if "moe/tokens_per_expert" in r]
+    last_eval = evals[-1] if evals else {}
+    return RunResult(
+        directory=directory,
+        diverged=os.path.exists(os.path.join(directory, DIVERGED)),
+        tokens_per_step=spec["tokens_per_step"],
+        examples_per_step=spec["examples_per_step"],
+        eval_curve=[(r["step"], r["cross_entropy"]) for r in evals],
+        train_curve=[(r["step"], r["cross_entropy"], r.get("train_seconds", np.nan))
+                     for r in train],
+        final_loss=last_eval.get("cross_entropy"),
+        tokens_per_second=throughput,
+        dropped_fraction=_mean_over(late, "moe/dropped_fraction", np.mean),
+        load_cv=float(np.mean([cv(x) for x in load])) if load else None,
+        max_violation=(float(np.mean(last_eval["moe/max_violation"]))
+                       if "moe/max_violation" in last_eval else None),
+        router_z=_mean_over(late, "moe/router_z", np.mean),
+        expert_load=np.mean(load, axis=0) if load else None,
+        experts_per_token=(np.mean(np.atleast_2d(last_eval["moe/experts_per_token"]), axis=0)
+                           if "moe/experts_per_token" in last_eval else None),
+    )
+
+
+@dataclasses.dataclass
+class Summary:
+    """One arm of a comparison over its seeds (diverged seeds are left out of the means)."""
+    label: str
+    seeds: List[RunResult]
+
+    @property
+    def stable(self) -> List[RunResult]:
+        return [r for r in self.seeds if not r.diverged]
+
+    @property
+    def has_moe(self) -> bool:
+        return any(r.has_moe for r in self.seeds)
+
+    def mean(self, field: str) -> Optional[float]:
+        values = [getattr(r, field) for r in self.stable if getattr(r, field) is not None]
+        return float(np.mean(values)) if values else None
+
+    def std(self, field: str) -> Optional[float]:
+        values = [getattr(r, field) for r in self.stable if getattr(r, field) is not None]
+        return float(np.std(values)) if len(values) > 1 else None
+
+    def steps_to(self, target: float) -> Optional[float]:
+        """Mean over stable seeds; None if any of them never reaches the target."""
+        steps = [r.steps_to(target) for r in self.stable]
+        return None if not steps or any(s is None for s in steps) else float(np.mean(steps))
+
+    def seconds_to(self, target: float) -> Optional[float]:
+        times = [r.seconds_at(s) for r in self.stable if (s := r.steps_to(target)) is not None]
+        return float(np.mean(times)) if self.steps_to(target) is not None else None
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.seeds[0].tokens_per_step
+
+    @property
+    def examples_per_second(self) -> Optional[float]:
+        tps = self.mean("tokens_per_second")
+        first = self.seeds[0]
+        return None if tps is None else tps * first.examples_per_step / first.tokens_per_step
+
+
+def summarize(directories: Dict[Tuple[str, int], str], labels: Sequence[str]) -> List[Summary]:
+    """Summaries in label order from {(label, seed): run directory}."""
+    return [Summary(label, [read_run(d) for (lab, _), d in sorted(directories.items(),
+                                                                    key=lambda kv: kv[0][1])
+                            if lab == label]) for label in labels]
+
+
+def default_target(summaries: Sequence[Summary]) -> Optional[float]:
+    """The loss every stable arm reached: the worst of their final validation losses."""
+    finals = [s.mean("final_loss") for s in summaries if s.mean("final_loss") is not None]
+    return max(finals) if finals else None

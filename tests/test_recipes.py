@@ -1,0 +1,199 @@
+"""Comparisons and reproduction recipes: the numbers they read from logs (checked against
+hand-worked values), their verdicts on made-up outcomes, and every recipe end to end at
+micro size (--smoke)."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments.recipes import recipe as recipe_lib
+from experiments.recipes import report, runs, summary
+from moejax.errors import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# --- specs -------------------------------------------------------------------------------
+
+def test_spec_overrides_are_typed_and_applied():
+    config = runs.load_config("switch+moe.num_experts=16+moe.capacity_factor=1+"
+                              "model.moe_as_dense=true", "tiny", {"train.num_steps": 7})
+    assert config.moe.num_experts == 16
+    assert config.moe.capacity_factor == 1.0 and isinstance(config.moe.capacity_factor, float)
+    assert config.model.moe_as_dense is True
+    assert config.train.num_steps == 7
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("nonesuch", "is not a family in configs/"),
+    ("switch+moe.num_expertz=4", "'moe.num_expertz' (in 'switch+moe.num_expertz=4') is not "
+                                 "a config field"),
+    ("switch+moe.num_experts", "is not key=value"),
+    ("switch:huge", "config size 'huge' is not one of"),
+])
+def test_bad_specs_fail_with_one_line(spec, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        runs.load_config(spec, "tiny")
+    assert "\n" not in str(err.value)
+
+
+def test_budget_evaluates_about_twenty_times():
+    b = runs.budget(1500)
+    assert (b["train.num_steps"], b["train.eval_every"], b["train.log_every"]) == (1500, 75, 15)
+
+
+# --- numbers read back from a run's log ---------------------------------------------------
+
+def _write_run(directory, evals, train, tokens_per_step=100, examples_per_step=4):
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "spec.json"), "w") as f:
+        json.dump({"tokens_per_step": tokens_per_step, "examples_per_step": examples_per_step},
+                  f)
+    with open(os.path.join(directory, "metrics.jsonl"), "w") as f:
+        for record in evals:
+            f.write(json.dumps({"split": "eval", **record}) + "\n")
+        for record in train:
+            f.write(json.dumps({"split": "train", **record}) + "\n")
+    return directory
+
+
+def test_steps_to_target_interpolates_between_evaluations():
+    curve = [(0, 5.0), (100, 3.0), (200, 2.0)]
+    assert summary.steps_to_target(curve, 2.5) == pytest.approx(150.0)
+    assert summary.steps_to_target(curve, 3.0) == pytest.approx(100.0)
+    assert summary.steps_to_target(curve, 6.0) == 0.0
+    assert summary.steps_to_target(curve, 1.9) is None
+
+
+def test_read_run_hand_worked(tmp_path):
+    load_a = [[0.5, 0.5], [0.75, 0.25]]        # CV per layer: 0 and 0.5 -> 0.25
+    load_b = [[0.5, 0.5], [1.0, 0.0]]          # 0 and 1 -> 0.5
+    d = _write_run(str(tmp_path / "a"), evals=[
+        {"step": 0, "cross_entropy": 5.0},
+        {"step": 40, "cross_entropy": 3.0, "moe/max_violation": [0.2, 0.6],
+         "moe/experts_per_token": [[0, 1, 0, 0, 0], [0.5, 0.5, 0, 0, 0]]}], train=[
+        {"step": 10, "cross_entropy": 4.0, "train_seconds": 1.0, "moe/dropped_fraction": [1, 1],
+         "moe/tokens_per_expert": load_a, "moe/router_z": [9, 9]},
+        {"step": 20, "cross_entropy": 3.5, "train_seconds": 2.0,
+         "moe/dropped_fraction": [0.1, 0.3], "moe/tokens_per_expert": load_a,
+         "moe/router_z": [1, 3]},
+        {"step": 30, "cross_entropy": 3.2, "train_seconds": 3.0,
+         "moe/dropped_fraction": [0.0, 0.2], "moe/tokens_per_expert": load_b,
+         "moe/router_z": [3, 5]},
+        {"step": 40, "cross_entropy": 3.0, "train_seconds": 5.0,
+         "moe/dropped_fraction": [0.0, 0.0], "moe/tokens_per_expert": load_b,
+         "moe/router_z": [1, 1]}])
+    r = summary.read_run(d)
+    assert r.final_loss == 3.0
+    assert r.tokens_per_second == pytest.approx(30 * 100 / 4.0)     # steps 10..40 in 4 s
+    # second half of the train records: steps 30 and 40
+    assert r.dropped_fraction == pytest.approx(np.mean([0.1, 0.0]))
+    assert r.load_cv == pytest.approx(0.5)
+    assert r.max_violation == pytest.approx(0.4)
+    assert r.router_z == pytest.approx(np.mean([4.0, 1.0]))
+    np.testing.assert_allclose(r.experts_per_token, [0.25, 0.75, 0, 0, 0])
+    np.testing.assert_allclose(r.expert_load, load_b)
+    assert r.seconds_at(35) == pytest.approx(4.0)
+    assert r.steps_to(4.0) == pytest.approx(20.0)
+
+
+def _summary(tmp_path, label, finals, curve_scale=1.0, diverged=()):
+    seeds = []
+    for seed, final in enumerate(finals):
+        d = _write_run(str(tmp_path / label / str(seed)), evals=[
+            {"step": 0, "cross_entropy": 6.0}, {"step": 100, "cross_entropy": 4.0},
+            {"step": 200, "cross_entropy": final}],
+            train=[{"step": s, "cross_entropy": 1.0, "train_seconds": s * curve_scale / 100}
+                   for s in (100, 200)])
+        if seed in diverged:
+            open(os.path.join(d, runs.DIVERGED), "w").close()
+        seeds.append(summary.read_run(d))
+    return summary.Summary(label, seeds)
+
+
+def test_seed_means_leave_diverged_runs_out_and_table_fills_every_column(tmp_path):
+    a = _summary(tmp_path, "a", [3.0, 2.0, 9.0], diverged=(2,))
+    b = _summary(tmp_path, "b", [3.5])
+    assert a.mean("final_loss") == pytest.approx(2.5) and a.std("final_loss") == pytest.approx(0.5)
+    assert summary.default_target([a, b]) == 3.5
+    # a reaches 3.5: seed 0 at step 100 + 100·(4-3.5)/(4-3) = 150, seed 1 at 100 + 100·0.5/2
+    assert a.steps_to(3.5) == pytest.approx((150 + 125) / 2)
+    text = report.table([a, b], 3.5)
+    row = text.splitlines()[2].split("|")[1:-1]
+    assert [c.strip() for c in row][:4] == ["a", "2/3", "2.5000 ± 0.5000", "138"]
+    assert "n/a (dense)" in text and all(c.strip() for c in row)
+
+
+def test_combine_verdicts():
+    held = recipe_lib.combine([("x", True), ("y", True)])
+    assert held.outcome == recipe_lib.HELD and "Held: x; y." in held.why
+    assert recipe_lib.combine([("x", True), ("y", None)]).outcome == recipe_lib.INCONCLUSIVE
+    assert recipe_lib.combine([("x", False), ("y", None)]).outcome == recipe_lib.NOT_HELD
+
+
+def test_switch_verdict_on_made_up_curves(tmp_path):
+    from experiments.recipes import switch
+    dense = _summary(tmp_path, "dense", [3.0])
+    # every MoE reaches 3.0 earlier, more experts earlier: 4.0 at step 100, final at 200
+    moes = [_summary(tmp_path, f"E{e}", [final]) for e, final in
+            zip(switch.EXPERTS, [2.8, 2.6, 2.4, 2.2])]
+    outcome = switch.judge([dense] + moes)
+    assert outcome.verdict.outcome == recipe_lib.HELD
+    assert outcome.target == 3.0
+    # E=4 reaches 3.0 at 100 + 100·(4-3)/(4-2.8) = 183.3: a speed-up of 200/183.3 = 1.09
+    assert "E=4: 1.09×" in outcome.verdict.why
+    worse = [_summary(tmp_path, "w", [3.2])] + moes[1:]
+    assert switch.judge([dense] + worse).verdict.outcome == recipe_lib.NOT_HELD
+
+
+# --- end to end at micro size ---------------------------------------------------------------
+
+def _check_report(workdir, labels):
+    text = open(os.path.join(workdir, "report.md")).read()
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in table[0].split("|")[1:-1]]
+    assert header[:2] == ["config", "stable runs"] and "max violation" in header
+    rows = {c[0]: c for c in ([x.strip() for x in line.split("|")[1:-1]]
+                              for line in table[1:len(labels) + 1])}
+    assert sorted(rows) == sorted(labels)
+    for row in rows.values():
+        assert len(row) == len(header) and all(row), row
+    for name in ("loss_vs_steps.png", "loss_vs_time.png"):
+        assert os.path.getsize(os.path.join(workdir, name)) > 1000
+    return text
+
+
+def test_compare_command_writes_the_report(data_dir, tmp_path):
+    workdir = str(tmp_path / "cmp")
+    cmd = [sys.executable, "-m", "experiments.compare", "--configs=switch,dense",
+           f"--workdir={workdir}", "--steps=2",
+           "--set=" + ",".join(f"{k}={v}" for k, v in {**recipe_lib.SMOKE,
+                                                       "data.data_dir": data_dir}.items())]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = _check_report(workdir, ["switch", "dense"])
+    assert "n/a (dense)" in text
+    assert os.path.exists(os.path.join(workdir, "expert_load.png"))
+    bad = subprocess.run(cmd[:3] + ["--configs=switch+moe.num_experts=0", "--steps=2"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+@pytest.mark.parametrize("name", ["switch", "capacity", "precision", "stability",
+                                  "expert_choice", "loss_free", "routing"])
+def test_recipe_smoke(name, data_dir, tmp_path, monkeypatch):
+    from experiments import reproduce
+    rec = reproduce.recipe(name)
+    monkeypatch.setitem(recipe_lib.SMOKE, "data.data_dir", data_dir)
+    path, verdict = recipe_lib.run_recipe(rec, str(tmp_path), smoke=True, log=lambda *_: None)
+    assert verdict.outcome in (recipe_lib.HELD, recipe_lib.NOT_HELD, recipe_lib.INCONCLUSIVE)
+    text = _check_report(str(tmp_path), [a.label for a in rec.arms("tiny")])
+    assert f"Outcome at this scale: {verdict.outcome}" in text and rec.claim in text
+    with open(os.path.join(str(tmp_path), "verdict.json")) as f:
+        saved = json.load(f)
+    assert saved["outcome"] == verdict.outcome and saved["smoke"]
