@@ -77,6 +77,7 @@ BAD_CONFIGS = [
     pytest.param(dict(group_size=0), "moe.group_size", id="group_size_zero"),
     pytest.param(dict(gate_order="top_k_only"), "moe.gate_order", id="unknown_gate_order"),
     pytest.param(dict(dtype="float64"), "moe.dtype", id="unknown_dtype"),
+    pytest.param(dict(router_dtype="float16"), "moe.router_dtype", id="unknown_router_dtype"),
     pytest.param(dict(expert_dropout=1.0), "moe.expert_dropout", id="dropout_one"),
     pytest.param(dict(load_balance_loss=-0.01), "moe.load_balance_loss", id="negative_aux"),
 ]

@@ -420,3 +420,29 @@ def test_gshard_evaluation_does_not_move_the_training_random_stream():
     run(layer, x, False)                                            # training does draw
     moved = nnx.clone(layer.rngs).routing()
     assert not np.array_equal(jax.random.key_data(before), jax.random.key_data(moved))
+
+
+def test_router_dtype_rounds_inputs_and_weights_to_bfloat16():
+    """Switch Table 2's bfloat16 router: x and W_g in bfloat16, logits in bfloat16; the default
+    float32 router keeps full precision whatever the input dtype."""
+    import ml_dtypes
+    from moejax.router import Router
+    x = np.asarray(jax.random.normal(jax.random.key(1), (2, 5, 16)), np.float32)
+    for dtype in ("float32", "bfloat16"):
+        router = Router(MoeConfig(num_experts=4, router_dtype=dtype), 16, rngs=nnx.Rngs(0))
+        w = np.asarray(router.w[...])
+        logits, _ = router(jnp.asarray(x))
+        if dtype == "float32":
+            assert logits.dtype == jnp.float32
+            np.testing.assert_allclose(logits, np.einsum("gsd,de->gse", x, w), rtol=1e-5,
+                                       atol=1e-5)
+        else:
+            assert logits.dtype == jnp.bfloat16
+            xb = x.astype(ml_dtypes.bfloat16).astype(np.float64)
+            wb = w.astype(ml_dtypes.bfloat16).astype(np.float64)
+            expected = np.einsum("gsd,de->gse", xb, wb)
+            np.testing.assert_allclose(np.asarray(logits, np.float64), expected, rtol=2e-2,
+                                       atol=2e-2)
+            # and it differs from the float32 router's logits by bfloat16 rounding
+            assert not np.allclose(np.asarray(logits, np.float32),
+                                   np.einsum("gsd,de->gse", x, w), rtol=1e-6, atol=1e-7)

@@ -185,7 +185,7 @@ def test_compare_command_writes_the_report(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["switch", "capacity", "precision", "stability",
-                                  "expert_choice", "loss_free", "routing"])
+                                  "expert_choice", "loss_free", "routing", "upcycle"])
 def test_recipe_smoke(name, data_dir, tmp_path, monkeypatch):
     from experiments import reproduce
     rec = reproduce.recipe(name)

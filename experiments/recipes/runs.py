@@ -21,7 +21,7 @@ import importlib.util
 import json
 import os
 import re
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import ml_collections
 
@@ -135,14 +135,9 @@ def finished(run_dir: str, num_steps: int) -> bool:
     return any(r["split"] == "eval" and r["step"] >= num_steps for r in read_log(run_dir))
 
 
-def train_runs(runs: Sequence[Run], workdir: str, *, size: str, seeds: Sequence[int],
-               common: Mapping[str, Any], log=print) -> Dict[Tuple[str, int], str]:
-    """Trains every (run, seed) in workdir/<label>/seed_<s>; returns their directories.
-
-    Every config is built and validated first, so a bad spec fails before anything trains.
-    """
-    from moejax.train.trainer import TrainingDiverged, train_and_evaluate
-
+def build_configs(runs: Sequence[Run], *, size: str, seeds: Sequence[int],
+                  common: Mapping[str, Any]) -> Dict[Tuple[str, int], ml_collections.ConfigDict]:
+    """The validated config of every (run, seed): a bad spec fails before anything trains."""
     check(len({r.label for r in runs}) == len(runs), "two runs share a label: "
           f"{[r.label for r in runs]}")
     check(len({slug(r.label) for r in runs}) == len(runs),
@@ -154,28 +149,50 @@ def train_runs(runs: Sequence[Run], workdir: str, *, size: str, seeds: Sequence[
                                                   "train.seed": seed})
             _validate(config, run.spec)
             configs[run.label, seed] = config
+    return configs
+
+
+def train_one(run: Run, config: ml_collections.ConfigDict, run_dir: str, *, size: str,
+              seed: int, common: Mapping[str, Any], log=print, prefix: str = "",
+              start: Optional[Callable[[str], None]] = None) -> None:
+    """Trains one arm in run_dir (resuming; nothing if finished; DIVERGED on NaN/Inf).
+
+    start(run_dir), if given, seeds a new run_dir before training (e.g. with another run's
+    checkpoint); it is not called when run_dir already has checkpoints.
+    """
+    from moejax.train.trainer import TrainingDiverged, train_and_evaluate
+
+    if finished(run_dir, config.train.num_steps):
+        log(f"{prefix}{run.label} (seed {seed}): done already, in {run_dir}")
+        return
+    log(f"{prefix}{run.label} (seed {seed}): {run.spec} -> {run_dir}")
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "spec.json"), "w", encoding="utf-8") as f:
+        json.dump({"label": run.label, "spec": run.spec, "overrides": dict(run.overrides),
+                   "size": size, "seed": seed, "common": dict(common),
+                   "tokens_per_step": tokens_per_step(config),
+                   "examples_per_step": config.data.batch_size}, f, indent=1)
+    if start is not None and not os.path.isdir(os.path.join(run_dir, "checkpoints")):
+        start(run_dir)
+    try:
+        train_and_evaluate(config, run_dir)
+    except TrainingDiverged as err:
+        with open(os.path.join(run_dir, DIVERGED), "w", encoding="utf-8") as f:
+            f.write(str(err) + "\n")
+        log(f"{prefix}{run.label} (seed {seed}) diverged: {err}")
+
+
+def train_runs(runs: Sequence[Run], workdir: str, *, size: str, seeds: Sequence[int],
+               common: Mapping[str, Any], log=print) -> Dict[Tuple[str, int], str]:
+    """Trains every (run, seed) in workdir/<label>/seed_<s>; returns their directories."""
+    configs = build_configs(runs, size=size, seeds=seeds, common=common)
+    by_label = {r.label: r for r in runs}
     directories = {}
-    total = len(configs)
     for i, ((label, seed), config) in enumerate(configs.items(), 1):
-        run = next(r for r in runs if r.label == label)
-        run_dir = run_directory(workdir, run, seed)
+        run_dir = run_directory(workdir, by_label[label], seed)
         directories[label, seed] = run_dir
-        if finished(run_dir, config.train.num_steps):
-            log(f"[{i}/{total}] {label} (seed {seed}): done already, in {run_dir}")
-            continue
-        log(f"[{i}/{total}] {label} (seed {seed}): {run.spec} -> {run_dir}")
-        os.makedirs(run_dir, exist_ok=True)
-        with open(os.path.join(run_dir, "spec.json"), "w", encoding="utf-8") as f:
-            json.dump({"label": label, "spec": run.spec, "overrides": dict(run.overrides),
-                       "size": size, "seed": seed, "common": dict(common),
-                       "tokens_per_step": tokens_per_step(config),
-                       "examples_per_step": config.data.batch_size}, f, indent=1)
-        try:
-            train_and_evaluate(config, run_dir)
-        except TrainingDiverged as err:
-            with open(os.path.join(run_dir, DIVERGED), "w", encoding="utf-8") as f:
-                f.write(str(err) + "\n")
-            log(f"[{i}/{total}] {label} (seed {seed}) diverged: {err}")
+        train_one(by_label[label], config, run_dir, size=size, seed=seed, common=common,
+                  log=log, prefix=f"[{i}/{len(configs)}] ")
     return directories
 
 

@@ -53,8 +53,11 @@ class RunResult:
         return steps_to_target(self.eval_curve, target)
 
     def seconds_at(self, step: float) -> float:
-        """Training seconds spent to reach `step` (interpolated between train records)."""
-        steps = [0] + [s for s, _, _ in self.train_curve]
+        """Training seconds spent to reach `step` (interpolated between train records),
+        counted from the run's first evaluation (step 0, or the step a run continuing another
+        one's checkpoint starts from)."""
+        first = self.eval_curve[0][0] if self.eval_curve else 0
+        steps = [first] + [s for s, _, _ in self.train_curve]
         seconds = [0.0] + [t for _, _, t in self.train_curve]
         return float(np.interp(step, steps, seconds))
 

@@ -1,0 +1,119 @@
+"""Sparse Upcycling (Komatsuzaki et al. 2022): a dense checkpoint made into an MoE, against
+continuing the dense model and against an MoE trained from scratch, for the same extra steps.
+
+Stages, per seed: the dense T5 (configs/dense.py) trains for N steps ("dense pretrained"); from
+its checkpoint, the dense model continues for N more steps ("continued dense") and, upcycled
+(python -m experiments.upcycle: every expert a copy of its layer's dense FFN, fresh routers,
+optimizer state carried), a top-2 MoE trains for the same N more steps ("upcycled MoE"); the
+same MoE also trains N steps from scratch ("MoE from scratch"). The MoE is configs/switch.py
+with top-2, renormalised gates and an evaluation capacity of every token, so right after
+upcycling it evaluates exactly as the dense checkpoint does.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Dict, List, Tuple
+
+from experiments.recipes import runs as runs_lib
+from experiments.recipes.recipe import Outcome, Recipe, by_label, combine, markdown_table
+from experiments.recipes.report import fmt
+from experiments.recipes.runs import Run
+from experiments.recipes.summary import Summary
+
+PRETRAINED = "dense pretrained"
+CONTINUED = "continued dense"
+UPCYCLED = "upcycled MoE"
+SCRATCH = "MoE from scratch"
+# top-2 with gates that sum to one; evaluation capacity E/k·(k·S/E) = S slots: nothing dropped
+MOE = "switch+moe.num_selected_experts=2+moe.renormalize_gates=True+moe.eval_capacity_factor=4.0"
+
+
+def arms(size: str) -> List[Run]:
+    return [Run(PRETRAINED, "dense"), Run(CONTINUED, "dense"), Run(UPCYCLED, MOE),
+            Run(SCRATCH, MOE)]
+
+
+def train(recipe: Recipe, workdir: str, *, size: str, seeds, common, log=print
+          ) -> Dict[Tuple[str, int], str]:
+    """The stages above; the continued and upcycled runs train to twice the budget, from the
+    pretrained checkpoint at the budget."""
+    from moejax.train import upcycle_workdir
+
+    steps = common["train.num_steps"]
+    longer = {**common, "train.num_steps": 2 * steps}
+    pre, cont, up, scratch = arms(size)
+    configs = {**runs_lib.build_configs([pre, scratch], size=size, seeds=seeds, common=common),
+               **runs_lib.build_configs([cont, up], size=size, seeds=seeds, common=longer)}
+    directories = {}
+    for seed in seeds:
+        def where(run):
+            directories[run.label, seed] = runs_lib.run_directory(workdir, run, seed)
+            return directories[run.label, seed]
+
+        def one(run, start=None):
+            runs_lib.train_one(run, configs[run.label, seed], where(run), size=size,
+                               seed=seed, common=common, log=log, prefix=f"[seed {seed}] ",
+                               start=start)
+
+        one(pre)
+        source = directories[pre.label, seed]
+
+        def copy_checkpoints(run_dir):
+            shutil.copytree(f"{source}/checkpoints/{steps}",
+                            f"{run_dir}/checkpoints/{steps}")
+
+        def upcycled(run_dir):
+            plan = upcycle_workdir.prepare(configs[up.label, seed], source, run_dir,
+                                           step=steps, train=True)
+            upcycle_workdir.write(plan)
+
+        one(cont, copy_checkpoints)
+        one(up, upcycled)
+        one(scratch)
+    return directories
+
+
+def judge(summaries: List[Summary]) -> Outcome:
+    arm = by_label(summaries)
+    pre, cont, up, scratch = (arm[x] for x in (PRETRAINED, CONTINUED, UPCYCLED, SCRATCH))
+    target = cont.mean("final_loss")
+    rows = []
+    for s in (pre, cont, up, scratch):
+        run = s.stable[0] if s.stable else None
+        start = run.eval_curve[0] if run and run.eval_curve else None
+        rows.append([s.label, "—" if start is None else f"{start[0]} ({start[1]:.4f})",
+                     fmt(s.mean("final_loss"), ".4f"), fmt(s.mean("tokens_per_second"), ".0f")])
+    extra = None
+    if up.stable and target is not None and up.steps_to(target) is not None:
+        start_step = up.stable[0].eval_curve[0][0]
+        extra = up.steps_to(target) - start_step
+    section = ("### Starting points and extra training\n\n" + markdown_table(
+        ["arm", "first evaluation: step (val loss)", "final val loss", "tokens/s"], rows)
+        + "\n\nThe upcycled model's first evaluation is the dense checkpoint's function: its "
+          "experts are copies, its gates sum to one and evaluation drops nothing. "
+        + ("" if extra is None else
+           f"The upcycled MoE reached the continued dense model's final loss after "
+           f"{extra:.0f} of its extra steps."))
+    losses = {k: v.mean("final_loss") for k, v in
+              ((CONTINUED, cont), (UPCYCLED, up), (SCRATCH, scratch))}
+    verdict = combine([
+        (f"the upcycled MoE beats continued dense training for the same extra steps "
+         f"({fmt(losses[UPCYCLED], '.4f')} vs {fmt(losses[CONTINUED], '.4f')})",
+         None if None in (losses[UPCYCLED], losses[CONTINUED])
+         else losses[UPCYCLED] < losses[CONTINUED]),
+        (f"and the MoE trained from scratch for those steps "
+         f"({fmt(losses[UPCYCLED], '.4f')} vs {fmt(losses[SCRATCH], '.4f')})",
+         None if None in (losses[UPCYCLED], losses[SCRATCH])
+         else losses[UPCYCLED] < losses[SCRATCH])])
+    return Outcome(verdict, target, "the continued dense model's final loss", (section,))
+
+
+RECIPE = Recipe(
+    name="upcycle", title="Sparse upcycling vs continued dense training and MoE from scratch",
+    paper="Komatsuzaki et al. 2022, Sparse Upcycling: Training Mixture-of-Experts from Dense "
+          "Checkpoints (Figures 2 and 5)",
+    claim="initialising an MoE from a dense checkpoint (experts as copies of the dense MLP, "
+          "fresh router) and training on beats continuing to train the dense model for the "
+          "same extra compute, and beats an MoE trained from scratch on a limited budget.",
+    arms=arms, judge=judge, tiny_steps=1000, train=train)

@@ -1,0 +1,75 @@
+r"""Gathers the reports of finished reproductions into one page (docs/RESULTS.md).
+
+    python -m experiments.results_doc --runs=/tmp/moejax/repro --out=docs/RESULTS.md
+
+--runs holds one directory per recipe (as `python -m experiments.reproduce --paper=NAME
+--workdir=RUNS/NAME` makes them). The page starts with one line per paper claim (held / did
+not hold / inconclusive at this scale), then every report with its tables and plots; the
+plots are copied next to the page (docs/images/results/<recipe>_<plot>.png).
+"""
+
+import json
+import os
+import re
+import shutil
+
+from absl import app, flags
+
+from experiments.reproduce import RECIPES
+
+_RUNS = flags.DEFINE_string("runs", None, "Directory with one finished recipe per sub-directory.")
+_OUT = flags.DEFINE_string("out", "docs/RESULTS.md", "The page to write.")
+_PREAMBLE = flags.DEFINE_string("preamble", None, "Markdown file to put after the title.")
+flags.mark_flag_as_required("runs")
+
+
+def section(name: str, directory: str, images_dir: str, out_dir: str) -> str:
+    """A recipe's report with its headings one level down and its plots copied."""
+    with open(os.path.join(directory, "report.md"), encoding="utf-8") as f:
+        text = f.read()
+
+    def copy(match):
+        image = match.group(2)
+        target = os.path.join(images_dir, f"{name}_{image}")
+        shutil.copyfile(os.path.join(directory, image), target)
+        return f"![{match.group(1)}]({os.path.relpath(target, out_dir)})"
+
+    text = re.sub(r"!\[([^\]]*)\]\(([^)/]+\.png)\)", copy, text)
+    return re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", text, flags=re.M)
+
+
+def main(argv):
+    del argv
+    out_dir = os.path.dirname(os.path.abspath(_OUT.value))
+    images_dir = os.path.join(out_dir, "images", "results")
+    os.makedirs(images_dir, exist_ok=True)
+    verdicts, sections = [], []
+    for name in RECIPES:
+        directory = os.path.join(_RUNS.value, name)
+        path = os.path.join(directory, "verdict.json")
+        if not os.path.exists(path):
+            verdicts.append(f"| {name} | not run yet | |")
+            continue
+        with open(path, encoding="utf-8") as f:
+            v = json.load(f)
+        verdicts.append(f"| [{name}](#{_anchor(v['title'])}) | **{v['outcome']}** | {v['why']} |")
+        sections.append(section(name, directory, images_dir, out_dir))
+    preamble = ""
+    if _PREAMBLE.value:
+        with open(_PREAMBLE.value, encoding="utf-8") as f:
+            preamble = f.read().strip()
+    parts = ["# Reproductions", preamble,
+             "| recipe | outcome at this scale | why |\n|---|---|---|\n" + "\n".join(verdicts),
+             *sections]
+    with open(_OUT.value, "w", encoding="utf-8") as f:
+        f.write("\n\n".join(p for p in parts if p) + "\n")
+    print(f"wrote {_OUT.value}")
+
+
+def _anchor(title: str) -> str:
+    """GitHub's heading anchor: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+
+
+if __name__ == "__main__":
+    app.run(main)
