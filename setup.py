@@ -37,7 +37,8 @@ setuptools.setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8.0", "scipy>=1.11"],
+        # pytest-xdist: the suite runs on every core (-n auto), about twice as fast on two
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "scipy>=1.11"],
         # gs:// workdirs: gcsfs for checkpoints, logs and plots (etils.epath), and
         # google-cloud-storage for TensorBoard event files (tensorboardX)
         "gcs": ["gcsfs", "google-cloud-storage"],

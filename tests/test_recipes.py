@@ -179,9 +179,12 @@ def test_compare_command_writes_the_report(data_dir, tmp_path):
     text = _check_report(workdir, ["switch", "dense"])
     assert "n/a (dense)" in text
     assert os.path.exists(os.path.join(workdir, "expert_load.png"))
-    bad = subprocess.run(cmd[:3] + ["--configs=switch+moe.num_experts=0", "--steps=2"],
+    bad = subprocess.run(cmd[:3] + ["--configs=switch+moe.num_experts=0", "--steps=2",
+                                    f"--workdir={tmp_path / 'bad'}"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 1 and bad.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert bad.returncode == 1, bad.stderr[-2000:]
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: 'switch+moe.num_experts=0'")
+    assert not os.path.exists(tmp_path / "bad" / "switch+moe.num_experts=0")
 
 
 @pytest.mark.parametrize("name", ["switch", "capacity", "precision", "stability",

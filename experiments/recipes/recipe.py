@@ -23,8 +23,8 @@ HELD, NOT_HELD, INCONCLUSIVE = "held", "did not hold", "inconclusive"
 SMOKE = {"model.d_model": 32, "model.num_heads": 2, "model.head_dim": 16, "model.d_ff": 64,
          "moe.hidden_dim": 64,
          "data.seq_length": 32, "data.batch_size": 4, "data.shuffle_buffer_size": 8,
-         "train.eval_batches": 1}
-SMOKE_STEPS = 3
+         "train.eval_batches": 1, "mesh.num_devices": 1}
+SMOKE_STEPS = 2
 
 
 @dataclasses.dataclass(frozen=True)
