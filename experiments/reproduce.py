@@ -30,11 +30,9 @@ import sys
 
 from absl import app, flags, logging
 
+from experiments.recipes import RECIPES
 from experiments.recipes.recipe import run_recipe
 from moejax.errors import ConfigError
-
-RECIPES = ("switch", "capacity", "precision", "stability", "expert_choice", "loss_free",
-           "routing", "upcycle")
 
 _PAPER = flags.DEFINE_enum("paper", None, RECIPES + ("list",), "Which reproduction to run.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the runs and the report.")

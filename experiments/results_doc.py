@@ -15,11 +15,20 @@ import shutil
 
 from absl import app, flags
 
-from experiments.reproduce import RECIPES
+from experiments.recipes import RECIPES
 
 _RUNS = flags.DEFINE_string("runs", None, "Directory with one finished recipe per sub-directory.")
 _OUT = flags.DEFINE_string("out", "docs/RESULTS.md", "The page to write.")
-_PREAMBLE = flags.DEFINE_string("preamble", None, "Markdown file to put after the title.")
+_PREAMBLE = flags.DEFINE_string("preamble", None, "Markdown file with notes on these runs, put "
+                                 "after the setup paragraph.")
+
+SETUP = """Each recipe below ran with one command (shown in its section) at the `tiny` size: \
+T5-style encoder-decoder (2 + 2 layers, d_model 128, d_ff 256) or decoder-only (4 layers) \
+models on the embedded English corpus with byte tokens, batches of 16 × 128 tokens, \
+Adafactor with T5's inverse square root schedule, float32 on a 2-core CPU (XLA:CPU). One \
+seed unless a recipe says otherwise. These are small models trained for minutes, so a claim \
+that does not hold here may still hold at the papers' scale; every verdict says why. \
+`--size=base` runs the same recipe at the papers' sizes on a pod."""
 flags.mark_flag_as_required("runs")
 
 
@@ -58,7 +67,7 @@ def main(argv):
     if _PREAMBLE.value:
         with open(_PREAMBLE.value, encoding="utf-8") as f:
             preamble = f.read().strip()
-    parts = ["# Reproductions", preamble,
+    parts = ["# Reproductions", SETUP, preamble,
              "| recipe | outcome at this scale | why |\n|---|---|---|\n" + "\n".join(verdicts),
              *sections]
     with open(_OUT.value, "w", encoding="utf-8") as f:

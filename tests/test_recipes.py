@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from experiments.recipes import RECIPES
 from experiments.recipes import recipe as recipe_lib
 from experiments.recipes import report, runs, summary
 from moejax.errors import ConfigError
@@ -187,8 +188,7 @@ def test_compare_command_writes_the_report(data_dir, tmp_path):
     assert not os.path.exists(tmp_path / "bad" / "switch+moe.num_experts=0")
 
 
-@pytest.mark.parametrize("name", ["switch", "capacity", "precision", "stability",
-                                  "expert_choice", "loss_free", "routing", "upcycle"])
+@pytest.mark.parametrize("name", RECIPES)
 def test_recipe_smoke(name, data_dir, tmp_path, monkeypatch):
     from experiments import reproduce
     rec = reproduce.recipe(name)
@@ -200,3 +200,24 @@ def test_recipe_smoke(name, data_dir, tmp_path, monkeypatch):
     with open(os.path.join(str(tmp_path), "verdict.json")) as f:
         saved = json.load(f)
     assert saved["outcome"] == verdict.outcome and saved["smoke"]
+
+
+def test_results_doc_gathers_verdicts_and_copies_plots(tmp_path):
+    runs_dir = tmp_path / "runs" / "switch"
+    runs_dir.mkdir(parents=True)
+    (runs_dir / "report.md").write_text("# Switch title\n\n### Speed-up\n\n![a](loss_vs_steps.png)\n")
+    (runs_dir / "loss_vs_steps.png").write_bytes(b"\x89PNG fake")
+    (runs_dir / "verdict.json").write_text(json.dumps(
+        {"title": "Switch title", "outcome": "held", "why": "because"}))
+    out = tmp_path / "docs" / "RESULTS.md"
+    done = subprocess.run([sys.executable, "-m", "experiments.results_doc",
+                           f"--runs={tmp_path / 'runs'}", f"--out={out}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = out.read_text()
+    assert "| [switch](#switch-title) | **held** | because |" in text
+    assert "| capacity | not run yet | |" in text
+    assert "## Switch title" in text and "#### Speed-up" in text      # one level down
+    assert "![a](images/results/switch_loss_vs_steps.png)" in text
+    assert (tmp_path / "docs" / "images" / "results" / "switch_loss_vs_steps.png").read_bytes() \
+        == b"\x89PNG fake"

@@ -1,3 +1,7 @@
 """Comparisons and paper reproductions: runs of several configs on identical data, seeds and
 budget, summarised in a Markdown report with plots (experiments/compare.py,
 experiments/reproduce.py)."""
+
+# every recipe, in the order docs and --paper=list show them (experiments/recipes/<name>.py)
+RECIPES = ("switch", "capacity", "precision", "stability", "expert_choice", "loss_free",
+           "routing", "upcycle")
