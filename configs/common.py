@@ -48,8 +48,11 @@ def _paper_data(config, objective, seq_length, batch_size, targets_length=None):
     config.data.eval_split = "validation"
 
 
+TINY_BATCH = (16, 128)          # sequences × tokens of a tiny training batch
+
+
 def _tiny_training(config, steps=1500):
-    config.data.update(seq_length=128, batch_size=16)
+    config.data.update(batch_size=TINY_BATCH[0], seq_length=TINY_BATCH[1])
     config.optimizer.update(name="adafactor", learning_rate=0.01, schedule="rsqrt",
                             warmup_steps=100)
     config.train.update(num_steps=steps, log_every=50, eval_every=250, eval_batches=8,

@@ -49,22 +49,12 @@ def common_overrides() -> dict:
     return overrides
 
 
-def parse_seeds(values) -> list:
-    try:
-        seeds = [int(s) for s in values]
-    except ValueError as err:
-        raise ConfigError(f"--seeds={','.join(values)} must be integers") from err
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds={','.join(values)} must be distinct integers")
-    return seeds
-
-
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     try:
         arms = runs.parse_runs(_CONFIGS.value, _LABELS.value)
-        seeds = parse_seeds(_SEEDS.value)
+        seeds = runs.parse_seeds(_SEEDS.value)
         directories = runs.train_runs(arms, _WORKDIR.value, size=_SIZE.value, seeds=seeds,
                                       common=common_overrides())
     except ConfigError as err:

@@ -30,7 +30,7 @@ import sys
 
 from absl import app, flags, logging
 
-from experiments.recipes import RECIPES
+from experiments.recipes import RECIPES, runs
 from experiments.recipes.recipe import run_recipe
 from moejax.errors import ConfigError
 
@@ -63,11 +63,11 @@ def main(argv):
     try:
         if _STEPS.value is not None and _STEPS.value < 1:
             raise ConfigError(f"--steps={_STEPS.value} must be >= 1")
-        seeds = [int(s) for s in _SEEDS.value] if _SEEDS.value else None
+        seeds = runs.parse_seeds(_SEEDS.value) if _SEEDS.value else None
         path, _ = run_recipe(recipe(_PAPER.value), _WORKDIR.value, size=_SIZE.value,
                              steps=_STEPS.value, seeds=seeds, smoke=_SMOKE.value,
                              command=command)
-    except (ConfigError, ValueError) as err:
+    except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     print(f"report: {path}")

@@ -15,6 +15,7 @@ import shutil
 
 from absl import app, flags
 
+from configs import common
 from experiments.recipes import RECIPES
 
 _RUNS = flags.DEFINE_string("runs", None, "Directory with one finished recipe per sub-directory.")
@@ -22,13 +23,18 @@ _OUT = flags.DEFINE_string("out", "docs/RESULTS.md", "The page to write.")
 _PREAMBLE = flags.DEFINE_string("preamble", None, "Markdown file with notes on these runs, put "
                                  "after the setup paragraph.")
 
-SETUP = """Each recipe below ran with one command (shown in its section) at the `tiny` size: \
-T5-style encoder-decoder (2 + 2 layers, d_model 128, d_ff 256) or decoder-only (4 layers) \
-models on the embedded English corpus with byte tokens, batches of 16 × 128 tokens, \
-Adafactor with T5's inverse square root schedule, float32 on a 2-core CPU (XLA:CPU). One \
-seed unless a recipe says otherwise. These are small models trained for minutes, so a claim \
-that does not hold here may still hold at the papers' scale; every verdict says why. \
-`--size=base` runs the same recipe at the papers' sizes on a pod."""
+def setup() -> str:
+    """The setup paragraph, from the tiny sizes in configs/common.py."""
+    t5, decoder = common.T5_SIZES["tiny"], common.DECODER_SIZES["tiny"]
+    return (f"Each recipe below ran with one command (shown in its section) at the `tiny` size: "
+            f"T5-style encoder-decoder ({t5['layers']} + {t5['layers']} layers, d_model "
+            f"{t5['d_model']}, d_ff {t5['d_ff']}) or decoder-only ({decoder['layers']} layers) "
+            f"models on the embedded English corpus with byte tokens, batches of "
+            f"{common.TINY_BATCH[0]} × {common.TINY_BATCH[1]} tokens, Adafactor with T5's "
+            "inverse square root schedule, float32 on a 2-core CPU (XLA:CPU). One seed unless a "
+            "recipe says otherwise. These are small models trained for minutes, so a claim that "
+            "does not hold here may still hold at the papers' scale; every verdict says why. "
+            "`--size=base` runs the same recipe at the papers' sizes on a pod.")
 flags.mark_flag_as_required("runs")
 
 
@@ -67,7 +73,7 @@ def main(argv):
     if _PREAMBLE.value:
         with open(_PREAMBLE.value, encoding="utf-8") as f:
             preamble = f.read().strip()
-    parts = ["# Reproductions", SETUP, preamble,
+    parts = ["# Reproductions", setup(), preamble,
              "| recipe | outcome at this scale | why |\n|---|---|---|\n" + "\n".join(verdicts),
              *sections]
     with open(_OUT.value, "w", encoding="utf-8") as f:

@@ -1,6 +1,6 @@
 """MoeLayer: router -> routing -> dispatch -> experts -> combine, as one Flax NNX module.
 
-    x [B, L, D] -> groups [G, S, D] --router--> logits [G, S, E] (float32)
+    x [B, L, D] -> groups [G, S, D] --router--> logits [G, S, E] (float32; moe.router_dtype)
       --routing--> plan (or sorted assignments) + aux losses + metrics
       --dispatch--> expert inputs [E, G·C, D] (or rows sorted by expert, dropless)
       --experts--> [E, G·C, D] --combine--> y [G, S, D] (+ shared experts) -> [B, L, D]

@@ -1,6 +1,7 @@
 """Auxiliary router losses, as pure functions of router outputs (unweighted).
 
-The layer multiplies each by its MoeConfig coefficient. Every function takes float32 inputs.
+The layer multiplies each by its MoeConfig coefficient. Every function takes float32 inputs
+(bfloat16 router outputs, moe.router_dtype, are promoted where they meet float32 values).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 hand-worked values), their verdicts on made-up outcomes, and every recipe end to end at
 micro size (--smoke)."""
 
+import dataclasses
 import json
 import os
 import re
@@ -120,14 +121,23 @@ def _summary(tmp_path, label, finals, curve_scale=1.0, diverged=()):
 def test_seed_means_leave_diverged_runs_out_and_table_fills_every_column(tmp_path):
     a = _summary(tmp_path, "a", [3.0, 2.0, 9.0], diverged=(2,))
     b = _summary(tmp_path, "b", [3.5])
-    assert a.mean("final_loss") == pytest.approx(2.5) and a.std("final_loss") == pytest.approx(0.5)
+    assert a.mean("final_loss") == pytest.approx(2.5)
+    assert a.std("final_loss") == pytest.approx(np.sqrt(0.5))     # sample std of 3.0 and 2.0
     assert summary.default_target([a, b]) == 3.5
     # a reaches 3.5: seed 0 at step 100 + 100·(4-3.5)/(4-3) = 150, seed 1 at 100 + 100·0.5/2
     assert a.steps_to(3.5) == pytest.approx((150 + 125) / 2)
     text = report.table([a, b], 3.5)
     row = text.splitlines()[2].split("|")[1:-1]
-    assert [c.strip() for c in row][:4] == ["a", "2/3", "2.5000 ± 0.5000", "138"]
+    assert [c.strip() for c in row][:4] == ["a", "2/3", "2.5000 ± 0.7071", "138"]
     assert "n/a (dense)" in text and all(c.strip() for c in row)
+
+
+def test_default_target_is_one_every_stable_seed_reached(tmp_path):
+    a = _summary(tmp_path, "a", [3.0, 4.0])          # mean 3.5, but one seed ends at 4.0
+    b = _summary(tmp_path, "b", [3.2])
+    target = summary.default_target([a, b])
+    assert target == 4.0
+    assert a.steps_to(target) is not None and b.steps_to(target) is not None
 
 
 def test_combine_verdicts():
@@ -147,7 +157,7 @@ def test_switch_verdict_on_made_up_curves(tmp_path):
     assert outcome.verdict.outcome == recipe_lib.HELD
     assert outcome.target == 3.0
     # E=4 reaches 3.0 at 100 + 100·(4-3)/(4-2.8) = 183.3: a speed-up of 200/183.3 = 1.09
-    assert "E=4: 1.09×" in outcome.verdict.why
+    assert "E=4 beats dense: 1.09×" in outcome.verdict.why
     worse = [_summary(tmp_path, "w", [3.2])] + moes[1:]
     assert switch.judge([dense] + worse).verdict.outcome == recipe_lib.NOT_HELD
 
@@ -185,7 +195,7 @@ def test_compare_command_writes_the_report(data_dir, tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1, bad.stderr[-2000:]
     assert bad.stderr.strip().splitlines()[-1].startswith("error: 'switch+moe.num_experts=0'")
-    assert not os.path.exists(tmp_path / "bad" / "switch+moe.num_experts=0")
+    assert not os.path.exists(tmp_path / "bad")
 
 
 @pytest.mark.parametrize("name", RECIPES)
@@ -205,7 +215,8 @@ def test_recipe_smoke(name, data_dir, tmp_path, monkeypatch):
 def test_results_doc_gathers_verdicts_and_copies_plots(tmp_path):
     runs_dir = tmp_path / "runs" / "switch"
     runs_dir.mkdir(parents=True)
-    (runs_dir / "report.md").write_text("# Switch title\n\n### Speed-up\n\n![a](loss_vs_steps.png)\n")
+    (runs_dir / "report.md").write_text(
+        "# Switch title\n\n### Speed-up\n\n![a](loss_vs_steps.png)\n")
     (runs_dir / "loss_vs_steps.png").write_bytes(b"\x89PNG fake")
     (runs_dir / "verdict.json").write_text(json.dumps(
         {"title": "Switch title", "outcome": "held", "why": "because"}))
@@ -221,3 +232,80 @@ def test_results_doc_gathers_verdicts_and_copies_plots(tmp_path):
     assert "![a](images/results/switch_loss_vs_steps.png)" in text
     assert (tmp_path / "docs" / "images" / "results" / "switch_loss_vs_steps.png").read_bytes() \
         == b"\x89PNG fake"
+
+
+# --- each recipe's verdict on made-up outcomes ------------------------------------------------
+
+def _arm(label, finals, diverged=(), **fields):
+    """A Summary whose seeds end at `finals` (curve 6 -> 4 -> final at steps 0, 100, 200) with
+    the given metric values."""
+    results = []
+    for seed, final in enumerate(finals):
+        values = dict(dropped_fraction=None, load_cv=None, max_violation=None, router_z=None,
+                      tokens_per_second=None, expert_load=None, experts_per_token=None)
+        values.update(fields)
+        results.append(summary.RunResult(
+            directory="", diverged=seed in diverged, size="tiny", tokens_per_step=100,
+            examples_per_step=4, eval_curve=[(0, 6.0), (100, 4.0), (200, final)],
+            train_curve=[(100, 4.0, 1.0), (200, final, 2.0)], final_loss=final, **values))
+    return summary.Summary(label, results)
+
+
+def test_capacity_verdict():
+    from experiments.recipes import capacity
+
+    def arms(top1_speeds, drops=(0.3, 0.2, 0.1)):
+        out = []
+        for k in capacity.K:
+            for cf, drop, speed in zip(capacity.FACTORS, drops, top1_speeds):
+                out.append(_arm(capacity.label(k, cf), [3.0], dropped_fraction=drop,
+                                tokens_per_second=speed / k, expert_load=np.ones((1, 4)) / 4))
+        return out
+    assert capacity.judge(arms((1000, 900, 800))).verdict.outcome == recipe_lib.HELD
+    # top-1 slower at cf 1.0 than at 2.0: fails
+    assert capacity.judge(arms((700, 900, 800))).verdict.outcome == recipe_lib.NOT_HELD
+    # more drops at a larger capacity factor: fails
+    assert capacity.judge(arms((1000, 900, 800), drops=(0.1, 0.2, 0.0))).verdict.outcome \
+        == recipe_lib.NOT_HELD
+
+
+def test_expert_choice_verdict():
+    from experiments.recipes import expert_choice as ec
+    top2 = _arm(ec.TOP2, [3.0])
+    top1 = _arm(ec.TOP1, [3.2])
+    # EC ends at 2.0: it reaches 3.0 at 100 + 100·(4-3)/(4-2) = 150 steps; top-2 needs 200
+    outcome = ec.judge([_arm(ec.EC, [2.0]), top2, top1])
+    assert outcome.verdict.outcome == recipe_lib.NOT_HELD and "0.75×" in outcome.verdict.why
+    # EC curve falling to 3.0 by step 100 (final 0.5): 100 + 100·1/3.5 = 128.6 -> 0.64×; only a
+    # curve reaching 3.0 before step 100 beats half
+    fast = summary.Summary(ec.EC, [dataclasses.replace(
+        _arm(ec.EC, [2.0]).seeds[0], eval_curve=[(0, 6.0), (50, 2.9), (200, 2.0)])])
+    assert ec.judge([fast, top2, top1]).verdict.outcome == recipe_lib.HELD
+    diverged = _arm(ec.EC, [9.0], diverged=(0,))
+    assert ec.judge([diverged, top2, top1]).verdict.outcome == recipe_lib.INCONCLUSIVE
+
+
+def test_loss_free_and_stability_and_upcycle_verdicts():
+    from experiments.recipes import loss_free, stability, upcycle
+    good = loss_free.judge([_arm(loss_free.LOSS_FREE, [3.0], max_violation=0.1),
+                            _arm(loss_free.AUX, [3.0], max_violation=0.7)])
+    assert good.verdict.outcome == recipe_lib.HELD
+    worse = loss_free.judge([_arm(loss_free.LOSS_FREE, [3.2], max_violation=0.1),
+                             _arm(loss_free.AUX, [3.0], max_violation=0.7)])
+    assert worse.verdict.outcome == recipe_lib.NOT_HELD
+
+    # z-loss: 3/3 stable; none: one diverged and one blown up (> best + 0.5)
+    z = _arm(stability.Z, [3.0, 3.1, 3.0], router_z=5.0)
+    none = _arm(stability.NONE, [3.0, 9.0, 3.7], diverged=(1,), router_z=20.0)
+    outcome = stability.judge([none, z])
+    assert outcome.verdict.outcome == recipe_lib.HELD
+    assert stability.stable_runs(none, 3.0) == 1 and stability.stable_runs(z, 3.0) == 3
+    calm = stability.judge([_arm(stability.NONE, [3.0] * 3, router_z=20.0),
+                            _arm(stability.Z, [3.0] * 3, router_z=5.0)])
+    assert calm.verdict.outcome == recipe_lib.INCONCLUSIVE
+
+    arms = [_arm(upcycle.PRETRAINED, [3.5]), _arm(upcycle.CONTINUED, [3.2]),
+            _arm(upcycle.UPCYCLED, [3.0]), _arm(upcycle.SCRATCH, [3.4])]
+    assert upcycle.judge(arms).verdict.outcome == recipe_lib.HELD
+    arms[2] = _arm(upcycle.UPCYCLED, [3.3])
+    assert upcycle.judge(arms).verdict.outcome == recipe_lib.NOT_HELD

@@ -1,9 +1,9 @@
 """Expert choice routing (Zhou et al. 2022) against top-1 and top-2 token choice.
 
-Arms, all with E = 8 experts in every other FFN of the encoder (expert choice needs the whole
-sequence, so it is not used in the causal decoder): expert choice at capacity factor 2
-(each token gets 2 experts on average), GShard top-2 (the same expert compute), and Switch
-top-1 (half of it). Target: top-2's final validation loss.
+Arms, all with expert choice's E (8 at tiny) in every other FFN of the encoder (expert choice
+needs the whole sequence, so it is not used in the causal decoder): expert choice at capacity
+factor 2 (each token gets 2 experts on average), GShard top-2 (the same expert compute), and
+Switch top-1 (half of it). Target: top-2's final validation loss.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import List
 from experiments.recipes.recipe import (HELD, INCONCLUSIVE, NOT_HELD, Outcome, Recipe,
                                         Verdict, by_label, markdown_table)
 from experiments.recipes.report import fmt
-from experiments.recipes.runs import Run
+from experiments.recipes.runs import Run, load_config
 from experiments.recipes.summary import Summary
 
 EC = "expert choice cf=2"
@@ -23,8 +23,10 @@ ENCODER = "+model.moe_stacks=encoder"
 
 
 def arms(size: str) -> List[Run]:
-    return [Run(EC, "expert_choice"), Run(TOP2, "gshard" + ENCODER),
-            Run(TOP1, "switch" + ENCODER)]
+    """Every arm with expert choice's number of experts (8 at tiny, 32 at base)."""
+    same = (("moe.num_experts", load_config("expert_choice", size).moe.num_experts),)
+    return [Run(EC, "expert_choice"), Run(TOP2, "gshard" + ENCODER, overrides=same),
+            Run(TOP1, "switch" + ENCODER, overrides=same)]
 
 
 def judge(summaries: List[Summary]) -> Outcome:
@@ -39,26 +41,25 @@ def judge(summaries: List[Summary]) -> Outcome:
                + markdown_table(["arm", "0 experts", "1", "2", "3", "4+", "load CV"], rows)
                + "\n\nExpert choice gives tokens a variable number of experts (Zhou et al. "
                "2022, Figure 3) and balances load by construction (load CV 0).")
-    if target is None:
-        return Outcome(Verdict(INCONCLUSIVE, "top-2 diverged"), None, sections=(section,))
-    top2_steps = arm[TOP2].stable[0].eval_curve[-1][0]
+    if target is None or not arm[EC].stable:
+        why = "top-2 diverged" if target is None else "expert choice diverged"
+        return Outcome(Verdict(INCONCLUSIVE, why), target, sections=(section,))
+    top2_steps = arm[TOP2].steps_to(target)
     ec_steps = arm[EC].steps_to(target)
     note = "GShard top-2's final validation loss"
     if ec_steps is None:
         return Outcome(Verdict(NOT_HELD, f"expert choice never reached top-2's final loss "
-                                         f"{target:.4f} in {top2_steps} steps"),
-                       target, note, (section,))
+                                         f"{target:.4f}"), target, note, (section,))
     ratio = ec_steps / top2_steps
     speed = (arm[EC].mean("tokens_per_second"), arm[TOP2].mean("tokens_per_second"))
     step_time = ("" if None in speed else
                  f" Each top-2 step took {speed[0] / speed[1]:.2f}× the time of an expert "
                  f"choice step (paper: 1.2×).")
     why = (f"expert choice reached top-2's final loss {target:.4f} in {ec_steps:.0f} steps, "
-           f"{ratio:.2f}× top-2's {top2_steps} (paper: under 0.5×).{step_time}")
+           f"{ratio:.2f}× top-2's {top2_steps:.0f} (paper: under 0.5×).{step_time}")
     if 0.5 <= ratio < 1.0:
         why += " Expert choice was faster, but not twice as fast."
-    outcome = HELD if ratio < 0.5 else NOT_HELD
-    return Outcome(Verdict(outcome, why), target, note, (section,))
+    return Outcome(Verdict(HELD if ratio < 0.5 else NOT_HELD, why), target, note, (section,))
 
 
 RECIPE = Recipe(

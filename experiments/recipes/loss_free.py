@@ -5,7 +5,8 @@ Arms, both the tiny DeepSeek-V3 config (sigmoid affinities, 16 fine-grained expe
 4 groups, one shared expert, dropless): the loss-free selection-bias update (γ = 1e-3, no
 balance loss) and the auxiliary balance loss instead (the sequence-wise α Σ f·P of DeepSeek-V3
 with α = 1e-3, Wang et al.'s coefficient; no bias update). Max violation is measured on the
-validation batches.
+validation batches: MaxVio of each batch, averaged (Wang et al. report it per batch and over
+the whole validation set).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def judge(summaries: List[Summary]) -> Outcome:
              fmt(s.mean("final_loss"), ".4f"), paper]
             for s, paper in ((free, "MaxVio 0.04, ppl 9.50"), (aux, "MaxVio 0.72, ppl 9.56"))]
     section = ("### Balance and quality\n\n" + markdown_table(
-        ["arm", "max violation (validation)", "load CV (training)", "final val loss",
+        ["arm", "max violation (per validation batch)", "load CV (training)", "final val loss",
          "paper (1B model)"], rows))
     mv = (free.mean("max_violation"), aux.mean("max_violation"))
     loss = (free.mean("final_loss"), aux.mean("final_loss"))

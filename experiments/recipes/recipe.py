@@ -53,7 +53,6 @@ class Recipe:
     tiny_steps: int
     seeds: Tuple[int, ...] = (0,)
     common: Tuple[Tuple[str, Any], ...] = ()     # overrides for every arm
-    columns: Tuple[report.Column, ...] = tuple(report.STANDARD_COLUMNS)
     # A recipe that is more than independent runs (upcycling) trains its arms itself:
     # train(recipe, workdir, size, seeds, common, log) -> {(label, seed): run directory}.
     train: Optional[Callable[..., Dict[Tuple[str, int], str]]] = None
@@ -91,7 +90,7 @@ def run_recipe(recipe: Recipe, workdir: str, *, size: str = "tiny", steps: Optio
     intro = "\n\n".join([f"{recipe.paper}", f"Paper's claim: {recipe.claim}", verdict_line])
     path = report.write_report(workdir, recipe.title, summaries, outcome.target, command,
                                intro=intro, sections=outcome.sections,
-                               target_note=outcome.target_note, columns=recipe.columns)
+                               target_note=outcome.target_note)
     with open(os.path.join(workdir, "verdict.json"), "w", encoding="utf-8") as f:
         json.dump({"recipe": recipe.name, "title": recipe.title, "claim": recipe.claim,
                    **dataclasses.asdict(outcome.verdict), "size": size, "smoke": smoke,

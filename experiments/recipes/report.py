@@ -156,14 +156,13 @@ def _save(fig, path: str) -> str:
     return path
 
 
-DEFAULT_TARGET_NOTE = ("the worst final validation loss of the stable arms, which every one "
-                       "of them reached")
+DEFAULT_TARGET_NOTE = ("the worst final validation loss of any stable run, which every one of "
+                       "them reached")
 
 
 def write_report(directory: str, title: str, summaries: Sequence[Summary],
                  target: Optional[float], command: str, intro: str = "",
-                 sections: Sequence[str] = (), target_note: str = DEFAULT_TARGET_NOTE,
-                 columns: Sequence[Column] = tuple(STANDARD_COLUMNS)) -> str:
+                 sections: Sequence[str] = (), target_note: str = DEFAULT_TARGET_NOTE) -> str:
     """DIR/report.md with the table, plots and any recipe-specific sections; returns its path."""
     plots = plot_losses(summaries, directory, target, title)
     load = plot_expert_load(summaries, directory)
@@ -171,7 +170,7 @@ def write_report(directory: str, title: str, summaries: Sequence[Summary],
     target_line = (f"Target loss {target:.4f}: {target_note}." if target is not None
                    else "No target loss: no arm finished.")
     parts = [f"# {title}", intro, f"Command: `{command}`", target_line,
-             table(summaries, target, columns), *sections,
+             table(summaries, target), *sections,
              *[f"![{name}]({name})" for name in images]]
     path = os.path.join(directory, "report.md")
     with open(path, "w", encoding="utf-8") as f:

@@ -43,11 +43,12 @@ def arms(size: str) -> List[Run]:
 
 def judge(summaries: List[Summary]) -> Outcome:
     arm = by_label(summaries)
+    size = summaries[0].seeds[0].size or "tiny"
     dense_loss = arm[DENSE].mean("final_loss")
     rows = []
     for family, label in FAMILIES.items():
         s = arm[label]
-        fields = dict((k.split(".", 1)[1], v) for k, v in moe_section(family, "tiny"))
+        fields = dict((k.split(".", 1)[1], v) for k, v in moe_section(family, size))
         width = "E·slots·F/S" if family == "soft_moe" else str(
             MoeConfig.from_dict(fields).active_hidden_dim)
         delta = (None if dense_loss is None or s.mean("final_loss") is None

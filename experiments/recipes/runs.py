@@ -108,11 +108,11 @@ def slug(label: str) -> str:
 
 def budget(steps: int) -> Dict[str, Any]:
     """Train overrides for a comparison of `steps` steps: about 20 evaluations (the curves
-    that 'steps to a target loss' interpolates), a log record every ~1% and one checkpoint
-    at the end."""
+    that 'steps to a target loss' interpolates), a log record every ~1% and a checkpoint
+    every ~20% (an interrupted run resumes from it)."""
     return {"train.num_steps": steps, "train.eval_every": max(1, steps // 20),
-            "train.log_every": max(1, steps // 100), "train.checkpoint_every": steps,
-            "train.keep_checkpoints": 1}
+            "train.log_every": max(1, steps // 100),
+            "train.checkpoint_every": max(1, steps // 5), "train.keep_checkpoints": 1}
 
 
 def tokens_per_step(config: ml_collections.ConfigDict) -> int:
@@ -124,9 +124,13 @@ def run_directory(workdir: str, run: Run, seed: int) -> str:
     return os.path.join(workdir, slug(run.label), f"seed_{seed}")
 
 
+def is_diverged(run_dir: str) -> bool:
+    return os.path.exists(os.path.join(run_dir, DIVERGED))
+
+
 def finished(run_dir: str, num_steps: int) -> bool:
     """Whether run_dir holds an eval record at num_steps, or diverged."""
-    if os.path.exists(os.path.join(run_dir, DIVERGED)):
+    if is_diverged(run_dir):
         return True
     path = os.path.join(run_dir, "metrics.jsonl")
     if not os.path.exists(path):
@@ -153,33 +157,52 @@ def build_configs(runs: Sequence[Run], *, size: str, seeds: Sequence[int],
 
 
 def train_one(run: Run, config: ml_collections.ConfigDict, run_dir: str, *, size: str,
-              seed: int, common: Mapping[str, Any], log=print, prefix: str = "",
+              seed: int, log=print, prefix: str = "",
               start: Optional[Callable[[str], None]] = None) -> None:
     """Trains one arm in run_dir (resuming; nothing if finished; DIVERGED on NaN/Inf).
 
     start(run_dir), if given, seeds a new run_dir before training (e.g. with another run's
-    checkpoint); it is not called when run_dir already has checkpoints.
+    checkpoint); it is not called once run_dir has a checkpoint. A run_dir made with another
+    config is refused (one line) rather than mixed into this comparison.
     """
     from moejax.train.trainer import TrainingDiverged, train_and_evaluate
 
+    config_json = config.to_json_best_effort(sort_keys=True)
+    spec_path = os.path.join(run_dir, "spec.json")
+    if os.path.exists(spec_path):
+        with open(spec_path, encoding="utf-8") as f:
+            before = json.load(f).get("config")
+        check(before in (None, config_json),
+              f"{run_dir} holds a run of another config (different overrides or --steps); "
+              "use a new --workdir or remove that directory")
     if finished(run_dir, config.train.num_steps):
         log(f"{prefix}{run.label} (seed {seed}): done already, in {run_dir}")
         return
     log(f"{prefix}{run.label} (seed {seed}): {run.spec} -> {run_dir}")
     os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "spec.json"), "w", encoding="utf-8") as f:
+    with open(spec_path, "w", encoding="utf-8") as f:
         json.dump({"label": run.label, "spec": run.spec, "overrides": dict(run.overrides),
-                   "size": size, "seed": seed, "common": dict(common),
-                   "tokens_per_step": tokens_per_step(config),
-                   "examples_per_step": config.data.batch_size}, f, indent=1)
-    if start is not None and not os.path.isdir(os.path.join(run_dir, "checkpoints")):
+                   "size": size, "seed": seed, "tokens_per_step": tokens_per_step(config),
+                   "examples_per_step": config.data.batch_size, "config": config_json},
+                  f, indent=1)
+    if start is not None and not _has_checkpoint(run_dir):
         start(run_dir)
     try:
         train_and_evaluate(config, run_dir)
     except TrainingDiverged as err:
-        with open(os.path.join(run_dir, DIVERGED), "w", encoding="utf-8") as f:
-            f.write(str(err) + "\n")
+        mark_diverged(run_dir, str(err))
         log(f"{prefix}{run.label} (seed {seed}) diverged: {err}")
+
+
+def mark_diverged(run_dir: str, why: str) -> None:
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, DIVERGED), "w", encoding="utf-8") as f:
+        f.write(why + "\n")
+
+
+def _has_checkpoint(run_dir: str) -> bool:
+    from moejax.train.checkpoint_info import steps
+    return bool(os.path.isdir(os.path.join(run_dir, "checkpoints")) and steps(run_dir))
 
 
 def train_runs(runs: Sequence[Run], workdir: str, *, size: str, seeds: Sequence[int],
@@ -191,8 +214,8 @@ def train_runs(runs: Sequence[Run], workdir: str, *, size: str, seeds: Sequence[
     for i, ((label, seed), config) in enumerate(configs.items(), 1):
         run_dir = run_directory(workdir, by_label[label], seed)
         directories[label, seed] = run_dir
-        train_one(by_label[label], config, run_dir, size=size, seed=seed, common=common,
-                  log=log, prefix=f"[{i}/{len(configs)}] ")
+        train_one(by_label[label], config, run_dir, size=size, seed=seed, log=log,
+                  prefix=f"[{i}/{len(configs)}] ")
     return directories
 
 
@@ -204,6 +227,17 @@ def _validate(config: ml_collections.ConfigDict, spec: str) -> None:
         resolve(config, make_tokenizer(config.data).vocab_size)
     except ConfigError as err:
         raise ConfigError(f"{spec!r}: {err}") from err
+
+
+def parse_seeds(values: Sequence[str]) -> List[int]:
+    """--seeds=0,1,2 -> [0, 1, 2]; one ConfigError line unless distinct integers."""
+    try:
+        seeds = [int(s) for s in values]
+    except ValueError as err:
+        raise ConfigError(f"--seeds={','.join(values)} must be integers") from err
+    check(bool(seeds) and len(set(seeds)) == len(seeds),
+          f"--seeds={','.join(values)} must be distinct integers")
+    return seeds
 
 
 def parse_runs(specs: Sequence[str], labels: Optional[Sequence[str]] = None) -> List[Run]:

@@ -16,7 +16,8 @@ from experiments.recipes.report import fmt
 from experiments.recipes.runs import Run
 from experiments.recipes.summary import Summary, default_target
 
-AGGRESSIVE_LR_FACTOR = 10          # Adafactor, rsqrt schedule: peak 1e-2 -> 1e-1 after warm-up
+# Adafactor, rsqrt schedule lr / sqrt(max(step, warm-up)): 1e-3 -> 1e-2 during the tiny warm-up
+AGGRESSIVE_LR_FACTOR = 10
 BLOWUP = 0.5                       # nats above the best run's final loss
 Z = "router z-loss 1e-3"
 NONE = "no router z-loss"

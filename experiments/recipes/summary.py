@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from experiments.recipes.runs import DIVERGED
+from experiments.recipes.runs import is_diverged
 from moejax.train.logs import read_log
 
 
@@ -32,6 +32,7 @@ from moejax.train.logs import read_log
 class RunResult:
     directory: str
     diverged: bool
+    size: Optional[str]                            # the configs' size (tiny, base, ...)
     tokens_per_step: int
     examples_per_step: int
     eval_curve: List[Tuple[int, float]]            # (step, validation cross-entropy)
@@ -89,8 +90,10 @@ def cv(load: np.ndarray) -> float:
 
 
 def read_run(directory: str) -> RunResult:
-    with open(os.path.join(directory, "spec.json"), encoding="utf-8") as f:
-        spec = json.load(f)
+    spec = {"tokens_per_step": 0, "examples_per_step": 0, "size": None}
+    if os.path.exists(os.path.join(directory, "spec.json")):  # not for an arm that never ran
+        with open(os.path.join(directory, "spec.json"), encoding="utf-8") as f:
+            spec.update(json.load(f))
     records = read_log(directory) if os.path.exists(
         os.path.join(directory, "metrics.jsonl")) else []
     train = [r for r in records if r["split"] == "train"]
@@ -105,7 +108,8 @@ def read_run(directory: str) -> RunResult:
     last_eval = evals[-1] if evals else {}
     return RunResult(
         directory=directory,
-        diverged=os.path.exists(os.path.join(directory, DIVERGED)),
+        diverged=is_diverged(directory),
+        size=spec["size"],
         tokens_per_step=spec["tokens_per_step"],
         examples_per_step=spec["examples_per_step"],
         eval_curve=[(r["step"], r["cross_entropy"]) for r in evals],
@@ -143,8 +147,9 @@ class Summary:
         return float(np.mean(values)) if values else None
 
     def std(self, field: str) -> Optional[float]:
+        """Sample standard deviation over the stable seeds (None for fewer than two)."""
         values = [getattr(r, field) for r in self.stable if getattr(r, field) is not None]
-        return float(np.std(values)) if len(values) > 1 else None
+        return float(np.std(values, ddof=1)) if len(values) > 1 else None
 
     def steps_to(self, target: float) -> Optional[float]:
         """Mean over stable seeds; None if any of them never reaches the target."""
@@ -174,6 +179,7 @@ def summarize(directories: Dict[Tuple[str, int], str], labels: Sequence[str]) ->
 
 
 def default_target(summaries: Sequence[Summary]) -> Optional[float]:
-    """The loss every stable arm reached: the worst of their final validation losses."""
-    finals = [s.mean("final_loss") for s in summaries if s.mean("final_loss") is not None]
+    """The loss every stable run reached: the worst final validation loss of any stable seed
+    of any arm."""
+    finals = [r.final_loss for s in summaries for r in s.stable if r.final_loss is not None]
     return max(finals) if finals else None

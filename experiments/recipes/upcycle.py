@@ -12,6 +12,7 @@ upcycling it evaluates exactly as the dense checkpoint does.
 
 from __future__ import annotations
 
+import os
 import shutil
 from typing import Dict, List, Tuple
 
@@ -25,51 +26,65 @@ PRETRAINED = "dense pretrained"
 CONTINUED = "continued dense"
 UPCYCLED = "upcycled MoE"
 SCRATCH = "MoE from scratch"
-# top-2 with gates that sum to one; evaluation capacity E/k·(k·S/E) = S slots: nothing dropped
-MOE = "switch+moe.num_selected_experts=2+moe.renormalize_gates=True+moe.eval_capacity_factor=4.0"
+MOE = "switch+moe.num_selected_experts=2+moe.renormalize_gates=True"
 
 
 def arms(size: str) -> List[Run]:
-    return [Run(PRETRAINED, "dense"), Run(CONTINUED, "dense"), Run(UPCYCLED, MOE),
-            Run(SCRATCH, MOE)]
+    experts = runs_lib.load_config("switch", size).moe.num_experts
+    # evaluation capacity factor E/k: every expert has a slot for every token, nothing drops
+    moe = (("moe.eval_capacity_factor", experts / 2),)
+    return [Run(PRETRAINED, "dense"), Run(CONTINUED, "dense"),
+            Run(UPCYCLED, MOE, overrides=moe), Run(SCRATCH, MOE, overrides=moe)]
 
 
 def train(recipe: Recipe, workdir: str, *, size: str, seeds, common, log=print
           ) -> Dict[Tuple[str, int], str]:
-    """The stages above; the continued and upcycled runs train to twice the budget, from the
-    pretrained checkpoint at the budget."""
+    """The stages above; the continued and upcycled runs train to twice the pretraining
+    steps, from the pretrained checkpoint."""
+    from moejax.data import make_tokenizer
+    from moejax.train import upcycle as upcycle_lib
     from moejax.train import upcycle_workdir
+    from moejax.train.config import resolve
 
-    steps = common["train.num_steps"]
-    longer = {**common, "train.num_steps": 2 * steps}
     pre, cont, up, scratch = arms(size)
-    configs = {**runs_lib.build_configs([pre, scratch], size=size, seeds=seeds, common=common),
-               **runs_lib.build_configs([cont, up], size=size, seeds=seeds, common=longer)}
+    configs = runs_lib.build_configs([pre, scratch], size=size, seeds=seeds, common=common)
+    steps = configs[pre.label, seeds[0]].train.num_steps
+    longer = {**common, "train.num_steps": 2 * steps}
+    configs.update(runs_lib.build_configs([cont, up], size=size, seeds=seeds, common=longer))
+    first = seeds[0]
+    upcycle_lib.check_compatible(                       # before anything trains
+        *(resolve(configs[r.label, first], make_tokenizer(configs[r.label, first].data)
+                  .vocab_size) for r in (pre, up)))
     directories = {}
     for seed in seeds:
-        def where(run):
+        for run in (pre, cont, up, scratch):
             directories[run.label, seed] = runs_lib.run_directory(workdir, run, seed)
-            return directories[run.label, seed]
-
-        def one(run, start=None):
-            runs_lib.train_one(run, configs[run.label, seed], where(run), size=size,
-                               seed=seed, common=common, log=log, prefix=f"[seed {seed}] ",
-                               start=start)
-
-        one(pre)
         source = directories[pre.label, seed]
 
-        def copy_checkpoints(run_dir):
-            shutil.copytree(f"{source}/checkpoints/{steps}",
-                            f"{run_dir}/checkpoints/{steps}")
+        def one(run, start=None, seed=seed):
+            runs_lib.train_one(run, configs[run.label, seed], directories[run.label, seed],
+                               size=size, seed=seed, log=log, prefix=f"[seed {seed}] ",
+                               start=start)
 
-        def upcycled(run_dir):
-            plan = upcycle_workdir.prepare(configs[up.label, seed], source, run_dir,
-                                           step=steps, train=True)
-            upcycle_workdir.write(plan)
+        def copy_checkpoint(run_dir, source=source):
+            # copied under a temporary name and renamed: an interrupted copy is no checkpoint
+            partial = f"{run_dir}/checkpoints/.copying"
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(f"{source}/checkpoints/{steps}", partial)
+            os.replace(partial, f"{run_dir}/checkpoints/{steps}")
 
-        one(cont, copy_checkpoints)
-        one(up, upcycled)
+        def upcycle(run_dir, source=source, seed=seed):
+            upcycle_workdir.write(upcycle_workdir.prepare(
+                configs[up.label, seed], source, run_dir, step=steps, train=True))
+
+        one(pre)
+        if runs_lib.is_diverged(source):
+            for run in (cont, up):
+                runs_lib.mark_diverged(directories[run.label, seed],
+                                       f"the dense pretrained run {source} diverged")
+        else:
+            one(cont, copy_checkpoint)
+            one(up, upcycle)
         one(scratch)
     return directories
 

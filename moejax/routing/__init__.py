@@ -1,4 +1,6 @@
-"""Routing: pure functions from float32 router logits [G, S, E] to decisions, losses and plans.
+"""Routing: pure functions from router logits [G, S, E] to decisions, losses and plans.
+
+The logits are float32 unless moe.router_dtype="bfloat16" (Switch Table 2's unstable router).
 
 One function per family; `route` picks one from a MoeConfig and, for capacity-based dispatch,
 turns token-choice assignments into the shared capacity plan.

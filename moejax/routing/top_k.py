@@ -17,7 +17,7 @@ def top_k_routing(logits: jax.Array, k: int, *, gate_order: str = "softmax_then_
                   renormalize: bool = False, batch_prioritized: bool = False) -> Routing:
     """Each token picks its k highest-scoring experts.
 
-    logits: [G, S, E] float32 router logits.
+    logits: [G, S, E] router logits (float32, or bfloat16 with moe.router_dtype).
     gate_order: "softmax_then_top_k" (Switch, GShard: gates are probabilities over all experts)
       or "top_k_then_softmax" (Mixtral: softmax over the k chosen logits only).
     renormalize: divide the chosen gates by their sum (GShard top-2: g1/(g1+g2), g2/(g1+g2)).

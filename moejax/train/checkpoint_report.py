@@ -10,7 +10,6 @@ expert statistics from the last train record of WORKDIR/metrics.jsonl at or befo
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
@@ -25,9 +24,8 @@ from moejax.train.checkpoint import checkpoint_directory
 from moejax.train.config import resolve
 from moejax.train.logs import read_log
 from moejax.train.memory import vocab_size
-from moejax.train.upcycle import flatten, layer_places
+from moejax.train.upcycle import LAYER_PATH, flatten, layer_places
 
-_LAYER_PATH = re.compile(r"^(?P<prefix>[^/]+/segments/\d+/blocks/layers/\d+)/(?P<rest>.+)$")
 EXPERT_KEYS = ("tokens_per_expert", "dropped_fraction", "max_violation")
 
 
@@ -69,7 +67,7 @@ def _param_paths(cfg: ModelConfig) -> set:
 
 def _group(path: str, places: dict[str, str]) -> str | None:
     """The layers a stacked per-layer path holds (see _layer_groups); None for the rest."""
-    match = _LAYER_PATH.match(path)
+    match = LAYER_PATH.match(path)
     if not match or match["prefix"] not in places:
         return None
     return places[match["prefix"]]
@@ -193,7 +191,7 @@ def format_summary(s: dict[str, Any]) -> str:
                  + ":")
 
     def name(row):
-        return "  " + _LAYER_PATH.match(row["path"])["rest"] if row["group"] else row["path"]
+        return "  " + LAYER_PATH.match(row["path"])["rest"] if row["group"] else row["path"]
 
     width = max((len(name(r)) for r in s["parameters"]), default=0) + 2
     group = object()

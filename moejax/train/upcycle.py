@@ -47,7 +47,7 @@ SAME_FUNCTION_FIELDS = ("activation", "resolved_position", "rope_max_wavelength"
 _DEPTH_FIELDS = {("decoder", "decoder"): "model.num_layers",
                  ("encoder_decoder", "encoder"): "model.num_encoder_layers",
                  ("encoder_decoder", "decoder"): "model.num_decoder_layers"}
-_LAYER_PATH = re.compile(r"^(?P<prefix>[^/]+/segments/\d+/blocks/layers/\d+)/(?P<rest>.+)$")
+LAYER_PATH = re.compile(r"^(?P<prefix>[^/]+/segments/\d+/blocks/layers/\d+)/(?P<rest>.+)$")
 
 Tree = dict[Any, Any]
 
@@ -127,7 +127,7 @@ class Source:
 def sources(path: str, moe_places: dict[str, list[tuple[str, int, str]]],
             dense_places: dict[tuple[str, int], Place]) -> Source | list[Source]:
     """The Source of a leaf of the MoE model (one per repeat for a stacked layer leaf)."""
-    match = _LAYER_PATH.match(path)
+    match = LAYER_PATH.match(path)
     if not match or match["prefix"] not in moe_places:
         return Source("copy", path, None, path)
     rest = match["rest"]
