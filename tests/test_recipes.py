@@ -309,3 +309,8 @@ def test_loss_free_and_stability_and_upcycle_verdicts():
     assert upcycle.judge(arms).verdict.outcome == recipe_lib.HELD
     arms[2] = _arm(upcycle.UPCYCLED, [3.3])
     assert upcycle.judge(arms).verdict.outcome == recipe_lib.NOT_HELD
+
+
+def test_lower_is_a_tie_within_the_noise_margin():
+    assert recipe_lib.lower(2.0, 2.5) is True and recipe_lib.lower(2.5, 2.0) is False
+    assert recipe_lib.lower(2.500, 2.5003) is None and recipe_lib.lower(None, 2.0) is None

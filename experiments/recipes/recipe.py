@@ -99,6 +99,19 @@ def run_recipe(recipe: Recipe, workdir: str, *, size: str = "tiny", steps: Optio
     return path, outcome.verdict
 
 
+# Final validation losses closer than this are a tie at tiny size: one seed's noise (the
+# precision recipe's three seeds of one config spread by about this much).
+NOISE = 0.01
+
+
+def lower(a: Optional[float], b: Optional[float], margin: float = NOISE) -> Optional[bool]:
+    """Whether loss a beats loss b: True below b − margin, False above b + margin, None
+    (inconclusive) in between or when either is missing."""
+    if a is None or b is None or abs(a - b) <= margin:
+        return None
+    return a < b
+
+
 def combine(parts) -> Verdict:
     """One verdict from (statement, True/False/None) parts of a claim: held if all held, did
     not hold if any failed, inconclusive otherwise."""

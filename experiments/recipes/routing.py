@@ -13,7 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import List
 
-from experiments.recipes.recipe import Outcome, Recipe, by_label, combine, markdown_table
+from experiments.recipes.recipe import (NOISE, Outcome, Recipe, by_label, combine, lower,
+                                        markdown_table)
 from experiments.recipes.report import fmt
 from experiments.recipes.runs import Run
 from experiments.recipes.summary import Summary, default_target
@@ -60,9 +61,8 @@ def judge(summaries: List[Summary]) -> Outcome:
         + "\n\nThe dense model's FFN has d_ff units per token in every layer; top-2 families "
           "spend twice a top-1 family's expert FLOPs, so this is a side-by-side view, not an "
           "equal-compute race (see the switch and expert_choice recipes for those).")
-    parts = [(f"{label} beats the dense model", None if dense_loss is None or
-              arm[label].mean("final_loss") is None else arm[label].mean("final_loss") < dense_loss)
-             for label in FAMILIES.values()]
+    parts = [(f"{label} beats the dense model (by more than {NOISE})",
+              lower(arm[label].mean("final_loss"), dense_loss)) for label in FAMILIES.values()]
     return Outcome(combine(parts), default_target(summaries), sections=(section,))
 
 

@@ -17,7 +17,8 @@ import shutil
 from typing import Dict, List, Tuple
 
 from experiments.recipes import runs as runs_lib
-from experiments.recipes.recipe import Outcome, Recipe, by_label, combine, markdown_table
+from experiments.recipes.recipe import (NOISE, Outcome, Recipe, by_label, combine, lower,
+                                        markdown_table)
 from experiments.recipes.report import fmt
 from experiments.recipes.runs import Run
 from experiments.recipes.summary import Summary
@@ -114,13 +115,11 @@ def judge(summaries: List[Summary]) -> Outcome:
               ((CONTINUED, cont), (UPCYCLED, up), (SCRATCH, scratch))}
     verdict = combine([
         (f"the upcycled MoE beats continued dense training for the same extra steps "
-         f"({fmt(losses[UPCYCLED], '.4f')} vs {fmt(losses[CONTINUED], '.4f')})",
-         None if None in (losses[UPCYCLED], losses[CONTINUED])
-         else losses[UPCYCLED] < losses[CONTINUED]),
-        (f"and the MoE trained from scratch for those steps "
+         f"({fmt(losses[UPCYCLED], '.4f')} vs {fmt(losses[CONTINUED], '.4f')}; a difference "
+         f"under {NOISE} is a tie)", lower(losses[UPCYCLED], losses[CONTINUED])),
+        (f"the upcycled MoE beats the MoE trained from scratch for those steps "
          f"({fmt(losses[UPCYCLED], '.4f')} vs {fmt(losses[SCRATCH], '.4f')})",
-         None if None in (losses[UPCYCLED], losses[SCRATCH])
-         else losses[UPCYCLED] < losses[SCRATCH])])
+         lower(losses[UPCYCLED], losses[SCRATCH]))])
     return Outcome(verdict, target, "the continued dense model's final loss", (section,))
 
 
