@@ -24,13 +24,12 @@ Re-running resumes: finished arms are kept. WORKDIR/report.md holds the tables, 
 and a verdict line (held / did not hold / inconclusive at this scale, and why).
 """
 
-import importlib
 import shlex
 import sys
 
 from absl import app, flags, logging
 
-from experiments.recipes import RECIPES, runs
+from experiments.recipes import RECIPES, load, runs
 from experiments.recipes.recipe import run_recipe
 from moejax.errors import ConfigError
 
@@ -43,16 +42,12 @@ _SMOKE = flags.DEFINE_bool("smoke", False, "Micro models, a few steps: checks th
 flags.mark_flag_as_required("paper")
 
 
-def recipe(name: str):
-    return importlib.import_module(f"experiments.recipes.{name}").RECIPE
-
-
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     if _PAPER.value == "list":
         for name in RECIPES:
-            r = recipe(name)
+            r = load(name)
             print(f"{name:14s} {r.title}\n{'':14s} {r.paper}: {r.claim}\n")
         return
     if not _WORKDIR.value:
@@ -64,7 +59,7 @@ def main(argv):
         if _STEPS.value is not None and _STEPS.value < 1:
             raise ConfigError(f"--steps={_STEPS.value} must be >= 1")
         seeds = runs.parse_seeds(_SEEDS.value) if _SEEDS.value else None
-        path, _ = run_recipe(recipe(_PAPER.value), _WORKDIR.value, size=_SIZE.value,
+        path, _ = run_recipe(load(_PAPER.value), _WORKDIR.value, size=_SIZE.value,
                              steps=_STEPS.value, seeds=seeds, smoke=_SMOKE.value,
                              command=command)
     except ConfigError as err:

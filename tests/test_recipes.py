@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from experiments.recipes import RECIPES
+from experiments.recipes import RECIPES, load
 from experiments.recipes import recipe as recipe_lib
 from experiments.recipes import report, runs, summary
 from moejax.errors import ConfigError
@@ -200,8 +200,7 @@ def test_compare_command_writes_the_report(data_dir, tmp_path):
 
 @pytest.mark.parametrize("name", RECIPES)
 def test_recipe_smoke(name, data_dir, tmp_path, monkeypatch):
-    from experiments import reproduce
-    rec = reproduce.recipe(name)
+    rec = load(name)
     monkeypatch.setitem(recipe_lib.SMOKE, "data.data_dir", data_dir)
     path, verdict = recipe_lib.run_recipe(rec, str(tmp_path), smoke=True, log=lambda *_: None)
     assert verdict.outcome in (recipe_lib.HELD, recipe_lib.NOT_HELD, recipe_lib.INCONCLUSIVE)
