@@ -203,3 +203,22 @@ def test_moe_as_dense_is_the_flop_matched_dense_baseline(moe, activation, width,
 def test_moe_as_dense_refuses_soft_moe():
     with pytest.raises(ConfigError, match="soft_moe"):
         tiny(moe=MOE.replace(router="soft_moe"), moe_as_dense=True)
+
+
+@pytest.mark.parametrize("arch", ["decoder", "encoder_decoder"])
+def test_embedding_and_head_do_not_depend_on_the_layers(arch):
+    """Two configs with the same seed but different FFN layers (dense, MoE, MoE with more
+    experts) start from the same embedding and output head: comparisons share them."""
+    heads, embeddings = [], []
+    for layout in (dict(moe_layout="none"), dict(moe_layout="every", moe_every=2),
+                   dict(moe_layout="every", moe_every=1,
+                        moe=dataclasses.replace(MOE, num_experts=8, router="noisy_top_k"))):
+        model = build_model(tiny(arch=arch, **layout), rngs=nnx.Rngs(3))
+        heads.append(np.asarray(model.head[...]))
+        embeddings.append(np.asarray(model.embed.embedding[...]))
+    for h, e in zip(heads[1:], embeddings[1:]):
+        np.testing.assert_array_equal(h, heads[0])
+        np.testing.assert_array_equal(e, embeddings[0])
+    # and a different seed draws a different head
+    other = build_model(tiny(arch=arch, moe_layout="none"), rngs=nnx.Rngs(4))
+    assert not np.allclose(np.asarray(other.head[...]), heads[0])
