@@ -222,3 +222,35 @@ def test_embedding_and_head_do_not_depend_on_the_layers(arch):
     # and a different seed draws a different head
     other = build_model(tiny(arch=arch, moe_layout="none"), rngs=nnx.Rngs(4))
     assert not np.allclose(np.asarray(other.head[...]), heads[0])
+
+
+@pytest.mark.parametrize("arch", ["decoder", "encoder_decoder"])
+def test_layer_weights_depend_on_the_layer_index_not_the_layout(arch):
+    """Layer i's attention (and a dense layer's FFN) are the same draws whatever the FFN layout
+    (scanned segments differ: one run of dense layers vs (dense, moe) super-blocks)."""
+    from moejax.train.upcycle import layer_places
+
+    def weights(cfg):
+        state = nnx.to_pure_dict(nnx.state(build_model(cfg, rngs=nnx.Rngs(5)), nnx.Param))
+        out = {}
+        for (stack, layer), place in layer_places(cfg).items():
+            node = state
+            for part in place.prefix.split("/"):
+                node = node[int(part) if part.isdigit() else part]
+            out[stack, layer] = {"q": np.asarray(node["attn"]["q"][place.repeat]),
+                                 "o": np.asarray(node["attn"]["o"][place.repeat]),
+                                 "kind": place.kind,
+                                 "ffn": (np.asarray(node["ffn"]["wi"][place.repeat])
+                                         if place.kind == "dense" else None)}
+        return out
+
+    dense = weights(tiny(arch=arch, moe_layout="none"))
+    moe = weights(tiny(arch=arch, moe_layout="every", moe_every=2))
+    assert dense.keys() == moe.keys() and len(dense) >= 4
+    for key in dense:
+        np.testing.assert_array_equal(dense[key]["q"], moe[key]["q"])
+        np.testing.assert_array_equal(dense[key]["o"], moe[key]["o"])
+        if moe[key]["kind"] == "dense":
+            np.testing.assert_array_equal(dense[key]["ffn"], moe[key]["ffn"])
+    layers = sorted(dense)
+    assert not np.allclose(dense[layers[0]]["q"], dense[layers[1]]["q"])   # layers differ

@@ -36,11 +36,29 @@ def segments(pattern: Sequence[str]) -> List[Tuple[Tuple[str, ...], int]]:
     return runs
 
 
-class SuperBlock(nnx.Module):
-    """A few consecutive layers (one period of the pattern)."""
+def layer_keys(rngs: nnx.Rngs, num_layers: int) -> Dict[str, jax.Array]:
+    """[num_layers] keys for each RNG stream: one draw per stream folded with the layer index.
 
-    def __init__(self, kinds: Tuple[str, ...], make_block: Callable, rngs: nnx.Rngs):
-        self.layers = nnx.List([make_block(kind, rngs) for kind in kinds])
+    Layer i's weights then depend on the seed and i only, not on how the other layers are laid
+    out: a dense model and an MoE model with the same seed start with the same attention
+    weights in every layer and the same FFN in every dense layer (common random numbers for
+    comparisons of FFN variants).
+    """
+    keys = {}
+    for name, _ in rngs.items():
+        base = rngs[name]()
+        keys[name] = jnp.stack([jax.random.fold_in(base, i) for i in range(num_layers)])
+    return keys
+
+
+class SuperBlock(nnx.Module):
+    """A few consecutive layers (one period of the pattern); keys: [len(kinds)] per stream."""
+
+    def __init__(self, kinds: Tuple[str, ...], make_block: Callable,
+                 keys: Dict[str, jax.Array]):
+        self.layers = nnx.List([
+            make_block(kind, nnx.Rngs(**{name: k[j] for name, k in keys.items()}))
+            for j, kind in enumerate(kinds)])
 
     def __call__(self, x, inputs: LayerInputs, deterministic: bool):
         stats = []
@@ -54,16 +72,17 @@ class SuperBlock(nnx.Module):
 class Segment(nnx.Module):
     """`repeats` copies of one SuperBlock with stacked parameters."""
 
-    def __init__(self, kinds, repeats: int, make_block: Callable, scan: bool, rngs: nnx.Rngs):
+    def __init__(self, kinds, repeats: int, make_block: Callable, scan: bool,
+                 keys: Dict[str, jax.Array]):
+        """keys: [repeats, len(kinds)] per RNG stream (layer_keys of the segment's layers)."""
         self.repeats = repeats
         self.scan = scan
 
-        @nnx.split_rngs(splits=repeats)
         @nnx.vmap(in_axes=(0,), out_axes=0)
-        def create(rngs):
-            return SuperBlock(kinds, make_block, rngs)
+        def create(keys):
+            return SuperBlock(kinds, make_block, keys)
 
-        self.blocks = create(rngs)
+        self.blocks = create(keys)
 
     def __call__(self, x, inputs: LayerInputs, deterministic: bool):
         if self.scan:
@@ -101,8 +120,15 @@ class LayerStack(nnx.Module):
     def __init__(self, pattern: Sequence[str], make_block: Callable, *, scan: bool,
                  rngs: nnx.Rngs):
         self.pattern = tuple(pattern)
-        self.segments = nnx.List([Segment(kinds, reps, make_block, scan, rngs)
-                                  for kinds, reps in segments(pattern)])
+        keys = layer_keys(rngs, len(self.pattern))
+        pieces, start = [], 0
+        for kinds, reps in segments(pattern):
+            n = len(kinds) * reps
+            piece = {name: k[start:start + n].reshape(reps, len(kinds), *k.shape[1:])
+                     for name, k in keys.items()}
+            pieces.append(Segment(kinds, reps, make_block, scan, piece))
+            start += n
+        self.segments = nnx.List(pieces)
 
     def __call__(self, x, inputs: LayerInputs, deterministic: bool
                  ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
