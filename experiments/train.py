@@ -17,22 +17,13 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments import distributed_flags
 from moejax.errors import ConfigError
-from moejax.parallel.distributed import initialize
 from moejax.train.trainer import TrainingDiverged, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<family>.py:<size>",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and plots.")
-_DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Join a multi-host run (jax.distributed.initialize); auto-detects "
-    "Cloud TPU pods and SLURM unless --coordinator_address is given.")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
-                                   "host:port of process 0 (implies --distributed).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, from 0.")
-_CPU_COLLECTIVES = flags.DEFINE_enum("cpu_collectives", None, ["gloo", "mpi"],
-                                     "Collectives between CPU devices of different processes.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -40,9 +31,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)     # orbax logs every file it writes at INFO
     try:
-        if _DISTRIBUTED.value or _COORDINATOR.value:
-            initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                       cpu_collectives=_CPU_COLLECTIVES.value)
+        distributed_flags.join_if_asked()
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except (ConfigError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)

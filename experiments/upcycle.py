@@ -25,8 +25,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments import distributed_flags
 from moejax.errors import ConfigError
-from moejax.parallel.distributed import initialize
 from moejax.train import upcycle_workdir
 from moejax.train.trainer import TrainingDiverged, train_and_evaluate
 from moejax.train.upcycle import OPTIMIZER_STATE_MODES
@@ -41,13 +41,6 @@ _OPTIMIZER_STATE = flags.DEFINE_enum(
     "optimizer_state", "carry", list(OPTIMIZER_STATE_MODES),
     "carry: experts start with the dense FFN's optimizer moments; reset: fresh moments.")
 _TRAIN = flags.DEFINE_bool("train", True, "Continue training after writing the checkpoint.")
-_DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Join a multi-host run (jax.distributed.initialize); see "
-    "experiments.train.")
-_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
-                                   "host:port of process 0 (implies --distributed).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, from 0.")
 flags.mark_flags_as_required(["config", "dense_workdir", "workdir"])
 
 
@@ -55,8 +48,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.ERROR)     # orbax warns about every item it does not restore
     try:
-        if _DISTRIBUTED.value or _COORDINATOR.value:
-            initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+        distributed_flags.join_if_asked()
         plan = upcycle_workdir.prepare(
             _CONFIG.value, _DENSE_WORKDIR.value, _WORKDIR.value, step=_STEP.value,
             optimizer_state=_OPTIMIZER_STATE.value, train=_TRAIN.value)
