@@ -47,12 +47,12 @@ def arrays(node):
 ])
 def test_checkpoint_restores_onto_another_mesh_with_identical_values(saved, restored, tmp_path):
     _, model_a, optimizer_a = build(saved, seed=0)
-    checkpoints = Checkpointer(str(tmp_path), keep=1)
-    checkpoints.save(1, model_a, optimizer_a, {"position": 3}, "{}")
+    with Checkpointer(str(tmp_path), keep=1) as checkpoints:
+        checkpoints.save(1, model_a, optimizer_a, {"position": 3}, "{}")
 
     mesh_b, model_b, optimizer_b = build(restored, seed=1)       # other values, other places
     placed = [x.sharding for x in arrays(model_b) + arrays(optimizer_b)]
-    with jax.set_mesh(mesh_b):
+    with jax.set_mesh(mesh_b), Checkpointer(str(tmp_path), keep=1) as checkpoints:
         data_state, _ = checkpoints.restore(1, model_b, optimizer_b)
     assert data_state == {"position": 3}
     before, after = arrays(model_a) + arrays(optimizer_a), arrays(model_b) + arrays(optimizer_b)

@@ -203,7 +203,8 @@ def restored(workdir, step):
     model = build_model(resolve(config, make_tokenizer(config.data).vocab_size),
                         rngs=nnx.Rngs(params=0, dropout=1, routing=2))    # the trainer's streams
     optimizer = make_optimizer(config.optimizer, model, config.train.num_steps)
-    Checkpointer(workdir, 3).restore(step, model, optimizer)
+    with Checkpointer(workdir, 3) as checkpoints:
+        checkpoints.restore(step, model, optimizer)
     return nnx.to_pure_dict(nnx.state(model, nnx.Param)), to_saveable(nnx.state(optimizer))
 
 

@@ -59,12 +59,24 @@ def checkpoint_directory(workdir: str) -> str:
 
 
 class Checkpointer:
-    """CheckpointManager in WORKDIR/checkpoints keeping the last `keep` steps."""
+    """CheckpointManager in WORKDIR/checkpoints keeping the last `keep` steps.
+
+    A context manager: leaving it closes orbax's manager and its background threads.
+    """
 
     def __init__(self, workdir: str, keep: int):
         self.directory = checkpoint_directory(workdir)
         self.manager = ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+    def __enter__(self) -> "Checkpointer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.manager.close()
 
     def latest_step(self) -> Optional[int]:
         return self.manager.latest_step()

@@ -104,19 +104,18 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     tokenizer = make_tokenizer(config.data)
     model_cfg = resolve(config, tokenizer.vocab_size)       # every config error before compiling
     mesh = training_mesh(config, model_cfg)
-    with jax.set_mesh(mesh):
-        return _train(config, workdir, model_cfg, mesh)
-
-
-def _train(config, workdir: str, model_cfg, mesh) -> Dict[str, Any]:
-    t = config.train
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    with jax.set_mesh(mesh), Checkpointer(workdir, config.train.keep_checkpoints) as checkpoints:
+        return _train(config, workdir, model_cfg, mesh, checkpoints)
+
+
+def _train(config, workdir: str, model_cfg, mesh, checkpoints: Checkpointer) -> Dict[str, Any]:
+    t = config.train
     seed = t.seed
     model = shard_model(lambda: build_model(
         model_cfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1, routing=seed + 2)), mesh)
     optimizer = shard_optimizer(
         lambda model: make_optimizer(config.optimizer, model, t.num_steps), model, mesh)
-    checkpoints = Checkpointer(workdir, t.keep_checkpoints)
     train_data = make_pipeline(config.data, split=config.data.train_split, seed=seed,
                                process_index=jax.process_index(),
                                process_count=jax.process_count())

@@ -184,8 +184,8 @@ def _write(plan: Plan) -> str:
                                             routing=dense_seed + 2)), mesh)
     dense_optimizer = shard_optimizer(lambda model: make_optimizer(
         dense_config.optimizer, model, dense_config.train.num_steps), dense_model, mesh)
-    source = Checkpointer(plan.dense_workdir, dense_config.train.keep_checkpoints)
-    data_state, _ = source.restore(plan.step, dense_model, dense_optimizer)
+    with Checkpointer(plan.dense_workdir, dense_config.train.keep_checkpoints) as source:
+        data_state, _ = source.restore(plan.step, dense_model, dense_optimizer)
     Progress.show(f"upcycle: read the dense {plan.dense_model_cfg.arch} model "
                   f"({_count(dense_model) / 1e6:.2f}M parameters) from "
                   f"{source.directory}/{plan.step}")
@@ -211,8 +211,8 @@ def _write(plan: Plan) -> str:
                   f"parameters, router={moe.router}, E={moe.num_experts}, "
                   f"k={moe.num_selected_experts}): every expert a copy of its layer's dense "
                   f"FFN, fresh routers, optimizer state {plan.optimizer_state}")
-    target = Checkpointer(plan.workdir, config.train.keep_checkpoints)
-    target.save(plan.step, model, optimizer, data_state, config.to_json_best_effort())
+    with Checkpointer(plan.workdir, config.train.keep_checkpoints) as target:
+        target.save(plan.step, model, optimizer, data_state, config.to_json_best_effort())
     Progress.show(f"upcycle: wrote {target.directory}/{plan.step}")
     return f"{target.directory}/{plan.step}"
 
