@@ -4,6 +4,8 @@
 - XLA backend optimisation off: the tests check numbers, not speed, and compile much faster.
 - A persistent compilation cache for this session only, so the trainer tests that compile the
   same program again (resume, restarts, subprocesses) load it instead of recompiling.
+- Tests marked `slow` (half a minute or more each) are handed out first, so that under
+  pytest-xdist (`-n auto`) no worker is left with a long one at the end while the other idles.
 """
 
 import os
@@ -18,6 +20,14 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
 import pytest  # noqa: E402  (after the environment above)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes half a minute or more; scheduled first")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)   # stable: slow first
 
 
 @pytest.fixture(scope="session")

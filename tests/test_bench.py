@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from experiments.benchmarks import layer
 from experiments.benchmarks.plot import layer_chart
 from experiments.benchmarks.table import Table
@@ -45,6 +47,7 @@ def test_table_prints_aligned_markdown_with_dashes_for_missing_cells():
         "", "- a note"]
 
 
+@pytest.mark.slow
 def test_cli_prints_the_table_and_writes_json(tmp_path):
     """`python -m experiments.bench --suite=memory --smoke --json=...` (the cheapest suite)."""
     out = tmp_path / "memory.json"

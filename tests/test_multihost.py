@@ -79,6 +79,7 @@ def close(a, b, rtol=1e-5):
     return np.all(np.abs(a - b) <= rtol * np.maximum(np.abs(b), 1.0))
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path):
     out = tmp_path / "result.json"
     port = free_port()
@@ -109,6 +110,7 @@ def test_two_processes_match_one_process(tmp_path):
     assert single["losses"][0] != single["losses"][1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("victim", [1, 0], ids=["kill_worker", "kill_coordinator"])
 def test_killed_process_makes_the_other_exit(tmp_path, victim):
     """SIGKILL one process after it has trained a step: the other exits non-zero within 60 s.
@@ -159,6 +161,7 @@ def train_command(workdir, data_dir, *extra):
             "--config.train.eval_batches=2", "--config.train.checkpoint_every=2", *extra]
 
 
+@pytest.mark.slow
 def test_trainer_on_two_processes(tmp_path, data_dir):
     """The whole trainer on two gloo processes: global batches from per-process data, the
     same evaluation steps on both, one log writer, and a checkpoint holding both processes'

@@ -179,6 +179,7 @@ def _check_report(workdir, labels):
     return text
 
 
+@pytest.mark.slow
 def test_compare_command_writes_the_report(data_dir, tmp_path):
     workdir = str(tmp_path / "cmp")
     cmd = [sys.executable, "-m", "experiments.compare", "--configs=switch,dense",
@@ -198,6 +199,7 @@ def test_compare_command_writes_the_report(data_dir, tmp_path):
     assert not os.path.exists(tmp_path / "bad")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", RECIPES)
 def test_recipe_smoke(name, data_dir, tmp_path, monkeypatch):
     rec = load(name)
