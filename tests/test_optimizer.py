@@ -75,9 +75,10 @@ def test_adafactor_trains_a_model_through_nnx_optimizer():
 
 
 def test_schedules():
-    rsqrt = learning_rate_schedule("rsqrt", 1.0, 100, 1000)
-    assert float(rsqrt(10)) == pytest.approx(0.1)               # 1/sqrt(max(10, 100))
-    assert float(rsqrt(400)) == pytest.approx(0.05)             # 1/sqrt(400)
+    rsqrt = learning_rate_schedule("rsqrt", 0.01, 10_000, 100_000)   # T5: 1/sqrt(max(step, 1e4))
+    assert float(rsqrt(10)) == pytest.approx(0.01)              # 1/sqrt(10^4), during warm-up
+    assert float(rsqrt(40_000)) == pytest.approx(0.005)         # 1/sqrt(40000)
+    assert float(learning_rate_schedule("rsqrt", 0.02, 100, 1000)(400)) == pytest.approx(0.01)
     cosine = learning_rate_schedule("cosine", 2.0, 10, 110)
     assert float(cosine(5)) == pytest.approx(1.0)               # half-way through warm-up
     assert float(cosine(60)) == pytest.approx(1.0, abs=1e-6)    # half-way down the cosine

@@ -25,11 +25,17 @@ SCHEDULES = ("rsqrt", "cosine", "constant")
 
 def learning_rate_schedule(name: str, base: float, warmup_steps: int, total_steps: int
                            ) -> Callable[[jax.Array], jax.Array]:
-    """rsqrt: T5's base / sqrt(max(step, warmup)) (constant during warm-up, as in T5);
-    cosine: linear warm-up then cosine decay to 0 at total_steps; constant."""
+    """base is the peak learning rate of every schedule.
+
+    rsqrt: T5's inverse square root, base · sqrt(warmup / max(step, warmup)): constant at base
+    during warm-up, then ∝ 1/sqrt(step) (T5 writes it 1/sqrt(max(step, 10⁴)), i.e. base 0.01
+    with warmup 10⁴); cosine: linear warm-up to base, then cosine decay to 0 at total_steps;
+    constant: base."""
     check_choice("optimizer.schedule", name, SCHEDULES)
     if name == "rsqrt":
-        return lambda step: base / jnp.sqrt(jnp.maximum(step, max(warmup_steps, 1)).astype(jnp.float32))
+        warmup = float(max(warmup_steps, 1))
+        return lambda step: base * jnp.sqrt(
+            warmup / jnp.maximum(step, warmup).astype(jnp.float32))
     if name == "cosine":
         return optax.warmup_cosine_decay_schedule(0.0, base, max(warmup_steps, 1),
                                                   max(total_steps, warmup_steps + 1))
