@@ -26,12 +26,17 @@ _PREAMBLE = flags.DEFINE_string("preamble", None, "Markdown file with notes on t
 def setup() -> str:
     """The setup paragraph, from the tiny sizes in configs/common.py."""
     t5, decoder = common.T5_SIZES["tiny"], common.DECODER_SIZES["tiny"]
+    tiny = common.base()
+    common.t5_backbone(tiny, "tiny", num_experts={"base": 1})
+    optimizer = tiny.optimizer
     return (f"Each recipe below ran with one command (shown in its section) at the `tiny` size: "
             f"T5-style encoder-decoder ({t5['layers']} + {t5['layers']} layers, d_model "
             f"{t5['d_model']}, d_ff {t5['d_ff']}) or decoder-only ({decoder['layers']} layers) "
             f"models on the embedded English corpus with byte tokens, batches of "
-            f"{common.TINY_BATCH[0]} × {common.TINY_BATCH[1]} tokens, Adafactor with T5's "
-            "inverse square root schedule, float32 on a 2-core CPU (XLA:CPU). One seed unless a "
+            f"{common.TINY_BATCH[0]} × {common.TINY_BATCH[1]} tokens, Adafactor at a peak "
+            f"learning rate of {optimizer.learning_rate:g} with T5's inverse square root "
+            f"schedule ({optimizer.warmup_steps} warm-up steps), float32 on a 2-core CPU "
+            "(XLA:CPU). One seed unless a "
             "recipe says otherwise. These are small models trained for minutes, so a claim that "
             "does not hold here may still hold at the papers' scale; every verdict says why. "
             "`--size=base` runs the same recipe at the papers' sizes on a pod.")
