@@ -160,6 +160,10 @@ def test_switch_verdict_on_made_up_curves(tmp_path):
     assert "E=4 beats dense: 1.09×" in outcome.verdict.why
     worse = [_summary(tmp_path, "w", [3.2])] + moes[1:]
     assert switch.judge([dense] + worse).verdict.outcome == recipe_lib.NOT_HELD
+    # 3.005 misses the dense final loss, but by less than the noise margin: a tie
+    tie = switch.judge([dense, _summary(tmp_path, "t", [3.005])] + moes[1:]).verdict
+    assert tie.outcome == recipe_lib.INCONCLUSIVE
+    assert "E=4 beats dense: a tie (3.0050 vs 3.0000, within 0.01)" in tie.why
 
 
 # --- end to end at micro size ---------------------------------------------------------------

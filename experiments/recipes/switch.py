@@ -12,8 +12,8 @@ from typing import List
 
 import numpy as np
 
-from experiments.recipes.recipe import (INCONCLUSIVE, Outcome, Recipe, Verdict, combine,
-                                        markdown_table)
+from experiments.recipes.recipe import (INCONCLUSIVE, NOISE, Outcome, Recipe, Verdict,
+                                        combine, lower, markdown_table)
 from experiments.recipes.runs import Run
 from experiments.recipes.summary import Summary
 
@@ -47,15 +47,25 @@ def judge(summaries: List[Summary]) -> Outcome:
         ["arm", "steps to dense final loss", "speed-up in steps", "speed-up in time"], rows)
         + f"\n\nThe dense model took {dense_steps:.0f} steps to reach {target:.4f}. "
         "Paper (Switch-Base, 2²⁰-token batches): 7.5× at 64 experts, gains from 2 experts on.")
-    parts = [(f"E={e} beats dense: " + ("diverged" if not s.stable else "not reached"
-                                         if x is None else f"{x:.2f}×"),
-              None if not s.stable else x is not None and x > 1.0)
-             for e, s, x in zip(EXPERTS, moes, speedups)]
-    if all(x is not None and x > 1.0 for x in speedups):
+    parts = [_beats_dense(e, s, x, target) for e, s, x in zip(EXPERTS, moes, speedups)]
+    if all(ok for _, ok in parts):
         growth = float(np.corrcoef(np.log(EXPERTS), speedups)[0, 1]) if np.std(speedups) else 0
         parts.append((f"the speed-up grows with E (correlation with log E {growth:.2f})",
                       growth > 0.5 and speedups[-1] > speedups[0]))
     return Outcome(combine(parts), target, "the dense model's final loss", (section,))
+
+
+def _beats_dense(e: int, s: Summary, speedup, dense_loss: float):
+    """(statement, held?) for one E: a final loss within NOISE of the dense model's is a tie
+    (inconclusive), whichever side of it the MoE ended."""
+    if not s.stable:
+        return f"E={e} beats dense: diverged", None
+    loss = s.mean("final_loss")
+    if lower(loss, dense_loss) is None:
+        return (f"E={e} beats dense: a tie ({loss:.4f} vs {dense_loss:.4f}, within {NOISE})",
+                None)
+    return (f"E={e} beats dense: " + ("not reached" if speedup is None else f"{speedup:.2f}×"),
+            speedup is not None and speedup > 1.0)
 
 
 RECIPE = Recipe(
