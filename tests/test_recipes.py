@@ -288,6 +288,20 @@ def test_expert_choice_verdict():
     assert ec.judge([fast, top2, top1]).verdict.outcome == recipe_lib.HELD
     diverged = _arm(ec.EC, [9.0], diverged=(0,))
     assert ec.judge([diverged, top2, top1]).verdict.outcome == recipe_lib.INCONCLUSIVE
+    # EC ending in a tie with top-2 (2.999): it reaches 3.0 at 100 + 100·1/1.001 ≈ 200 steps,
+    # and at step 100 (half) its loss is 4.0, a full nat short: the claim fails, and the why
+    # says the final losses tie
+    tie = ec.judge([_arm(ec.EC, [2.999]), top2, top1]).verdict
+    assert tie.outcome == recipe_lib.NOT_HELD and "+1.0000 from the target" in tie.why
+    assert "final losses tie" in tie.why
+    # EC at 3.008 at half of top-2's steps (within 0.01 of 3.0), reaching 3.0 only at
+    # 100 + 50·0.008/0.108 ≈ 104 steps (0.52×): too close to call
+    close = summary.Summary(ec.EC, [dataclasses.replace(
+        _arm(ec.EC, [2.5]).seeds[0],
+        eval_curve=[(0, 6.0), (100, 3.008), (150, 2.9), (200, 2.5)])])
+    outcome = ec.judge([close, top2, top1]).verdict
+    assert outcome.outcome == recipe_lib.INCONCLUSIVE and "0.52×" in outcome.why
+    assert "+0.0080 from the target" in outcome.why
 
 
 def test_loss_free_and_stability_and_upcycle_verdicts():

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import List
 
-from experiments.recipes.recipe import (HELD, INCONCLUSIVE, NOT_HELD, Outcome, Recipe,
-                                        Verdict, by_label, markdown_table)
+from experiments.recipes.recipe import (HELD, INCONCLUSIVE, NOISE, NOT_HELD, Outcome, Recipe,
+                                        Verdict, by_label, lower, markdown_table)
 from experiments.recipes.report import fmt
 from experiments.recipes.runs import Run, load_config
 from experiments.recipes.summary import Summary
@@ -51,15 +51,26 @@ def judge(summaries: List[Summary]) -> Outcome:
         return Outcome(Verdict(NOT_HELD, f"expert choice never reached top-2's final loss "
                                          f"{target:.4f}"), target, note, (section,))
     ratio = ec_steps / top2_steps
+    half = arm[EC].loss_at(top2_steps / 2)
     speed = (arm[EC].mean("tokens_per_second"), arm[TOP2].mean("tokens_per_second"))
     step_time = ("" if None in speed else
                  f" Each top-2 step took {speed[0] / speed[1]:.2f}× the time of an expert "
                  f"choice step (paper: 1.2×).")
     why = (f"expert choice reached top-2's final loss {target:.4f} in {ec_steps:.0f} steps, "
            f"{ratio:.2f}× top-2's {top2_steps:.0f} (paper: under 0.5×).{step_time}")
-    if 0.5 <= ratio < 1.0:
-        why += " Expert choice was faster, but not twice as fast."
-    return Outcome(Verdict(HELD if ratio < 0.5 else NOT_HELD, why), target, note, (section,))
+    if ratio < 0.5:
+        return Outcome(Verdict(HELD, why), target, note, (section,))
+    # the claim fails only if, at half of top-2's steps, expert choice was measurably short of
+    # the target; a curve within the noise margin of it there leaves the claim undecided
+    why += (f" At {top2_steps / 2:.0f} steps (half of top-2's) its loss was {half:.4f}, "
+            f"{half - target:+.4f} from the target")
+    final_tie = lower(arm[EC].mean("final_loss"), target) is None
+    if half - target <= NOISE:
+        return Outcome(Verdict(INCONCLUSIVE, why + f", within the {NOISE} noise margin."),
+                       target, note, (section,))
+    why += (f"; the final losses tie ({arm[EC].mean('final_loss'):.4f} vs {target:.4f}, within "
+            f"{NOISE})." if final_tie else ".")
+    return Outcome(Verdict(NOT_HELD, why), target, note, (section,))
 
 
 RECIPE = Recipe(

@@ -53,6 +53,13 @@ class RunResult:
     def steps_to(self, target: float) -> Optional[float]:
         return steps_to_target(self.eval_curve, target)
 
+    def loss_at(self, step: float) -> Optional[float]:
+        """Validation loss at `step`, linear between evaluations (None without any)."""
+        if not self.eval_curve:
+            return None
+        steps, losses = zip(*self.eval_curve)
+        return float(np.interp(step, steps, losses))
+
     def seconds_at(self, step: float) -> float:
         """Training seconds spent to reach `step` (interpolated between train records),
         counted from the run's first evaluation (step 0, or the step a run continuing another
@@ -155,6 +162,11 @@ class Summary:
         """Mean over stable seeds; None if any of them never reaches the target."""
         steps = [r.steps_to(target) for r in self.stable]
         return None if not steps or any(s is None for s in steps) else float(np.mean(steps))
+
+    def loss_at(self, step: float) -> Optional[float]:
+        """Mean over stable seeds of the validation loss at `step`."""
+        losses = [r.loss_at(step) for r in self.stable]
+        return None if not losses or None in losses else float(np.mean(losses))
 
     def seconds_to(self, target: float) -> Optional[float]:
         times = [r.seconds_at(s) for r in self.stable if (s := r.steps_to(target)) is not None]
