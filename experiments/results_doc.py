@@ -22,6 +22,8 @@ _RUNS = flags.DEFINE_string("runs", None, "Directory with one finished recipe pe
 _OUT = flags.DEFINE_string("out", "docs/RESULTS.md", "The page to write.")
 _PREAMBLE = flags.DEFINE_string("preamble", None, "Markdown file with notes on these runs, put "
                                  "after the setup paragraph.")
+flags.mark_flag_as_required("runs")
+
 
 def setup() -> str:
     """The setup paragraph, from the tiny sizes in configs/common.py."""
@@ -40,7 +42,6 @@ def setup() -> str:
             "recipe says otherwise. These are small models trained for minutes, so a claim that "
             "does not hold here may still hold at the papers' scale; every verdict says why. "
             "`--size=base` runs the same recipe at the papers' sizes on a pod.")
-flags.mark_flag_as_required("runs")
 
 
 def section(name: str, directory: str, images_dir: str, out_dir: str) -> str:
