@@ -8,8 +8,8 @@ dotted overrides: `switch:base`, `switch+moe.num_experts=16+moe.capacity_factor=
 --set=key=value,... applies to every config (e.g. --set=data.batch_size=32). Each (config, seed)
 trains with the normal trainer in WORKDIR/<label>/seed_<s> (re-running resumes; finished runs
 are kept), then WORKDIR/report.md gets a table (final validation loss, steps and tokens to the
-target loss, tokens/s, dropped fraction, load coefficient of variation, max violation) and
-loss_vs_steps.png, loss_vs_time.png and expert_load.png.
+target loss, tokens/s, dropped fraction, load coefficient of variation, max violation, router
+entropy over ln E) and loss_vs_steps.png, loss_vs_time.png and expert_load.png.
 """
 
 import shlex

@@ -83,13 +83,13 @@ def test_read_run_hand_worked(tmp_path):
          "moe/tokens_per_expert": load_a, "moe/router_z": [9, 9]},
         {"step": 20, "cross_entropy": 3.5, "train_seconds": 2.0,
          "moe/dropped_fraction": [0.1, 0.3], "moe/tokens_per_expert": load_a,
-         "moe/router_z": [1, 3]},
+         "moe/router_z": [1, 3], "moe/router_entropy": [0.0, 0.0]},
         {"step": 30, "cross_entropy": 3.2, "train_seconds": 3.0,
          "moe/dropped_fraction": [0.0, 0.2], "moe/tokens_per_expert": load_b,
-         "moe/router_z": [3, 5]},
+         "moe/router_z": [3, 5], "moe/router_entropy": [np.log(2), 0.5 * np.log(2)]},
         {"step": 40, "cross_entropy": 3.0, "train_seconds": 5.0,
          "moe/dropped_fraction": [0.0, 0.0], "moe/tokens_per_expert": load_b,
-         "moe/router_z": [1, 1]}])
+         "moe/router_z": [1, 1], "moe/router_entropy": [0.0, np.log(2)]}])
     r = summary.read_run(d)
     assert r.final_loss == 3.0
     assert r.tokens_per_second == pytest.approx(30 * 100 / 4.0)     # steps 10..40 in 4 s
@@ -98,6 +98,8 @@ def test_read_run_hand_worked(tmp_path):
     assert r.load_cv == pytest.approx(0.5)
     assert r.max_violation == pytest.approx(0.4)
     assert r.router_z == pytest.approx(np.mean([4.0, 1.0]))
+    # E = 2: entropies over ln 2 are 1 and 0.5 at step 30, 0 and 1 at step 40
+    assert r.router_entropy == pytest.approx(np.mean([0.75, 0.5]))
     np.testing.assert_allclose(r.experts_per_token, [0.25, 0.75, 0, 0, 0])
     np.testing.assert_allclose(r.expert_load, load_b)
     assert r.seconds_at(35) == pytest.approx(4.0)
@@ -247,7 +249,8 @@ def _arm(label, finals, diverged=(), **fields):
     results = []
     for seed, final in enumerate(finals):
         values = dict(dropped_fraction=None, load_cv=None, max_violation=None, router_z=None,
-                      tokens_per_second=None, expert_load=None, experts_per_token=None)
+                      router_entropy=None, tokens_per_second=None, expert_load=None,
+                      experts_per_token=None)
         values.update(fields)
         results.append(summary.RunResult(
             directory="", diverged=seed in diverged, size="tiny", tokens_per_step=100,

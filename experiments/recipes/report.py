@@ -71,6 +71,7 @@ STANDARD_COLUMNS: List[Column] = [
     ("dropped fraction", _moe("dropped_fraction", ".4f")),
     ("load CV", _moe("load_cv", ".3f")),
     ("max violation", _moe("max_violation", ".3f")),
+    ("router entropy / ln E", _moe("router_entropy", ".3f")),
 ]
 
 

@@ -43,6 +43,7 @@ class RunResult:
     load_cv: Optional[float]
     max_violation: Optional[float]
     router_z: Optional[float]
+    router_entropy: Optional[float]                # ÷ ln E: 1 uniform, 0 one-hot; second half
     expert_load: Optional[np.ndarray]              # [MoE layers, E] fraction, second half
     experts_per_token: Optional[np.ndarray]        # [bins] fraction of tokens, last eval
 
@@ -113,6 +114,7 @@ def read_run(directory: str) -> RunResult:
                       / (timed[-1]["train_seconds"] - timed[0]["train_seconds"]))
     load = [np.asarray(r["moe/tokens_per_expert"]) for r in late if "moe/tokens_per_expert" in r]
     last_eval = evals[-1] if evals else {}
+    entropy = _mean_over(late, "moe/router_entropy", np.mean)
     return RunResult(
         directory=directory,
         diverged=is_diverged(directory),
@@ -129,6 +131,8 @@ def read_run(directory: str) -> RunResult:
         max_violation=(float(np.mean(last_eval["moe/max_violation"]))
                        if "moe/max_violation" in last_eval else None),
         router_z=_mean_over(late, "moe/router_z", np.mean),
+        router_entropy=(None if entropy is None or not load or load[0].shape[-1] < 2
+                        else entropy / np.log(load[0].shape[-1])),
         expert_load=np.mean(load, axis=0) if load else None,
         experts_per_token=(np.mean(np.atleast_2d(last_eval["moe/experts_per_token"]), axis=0)
                            if "moe/experts_per_token" in last_eval else None),
