@@ -254,3 +254,32 @@ def test_layer_weights_depend_on_the_layer_index_not_the_layout(arch):
             np.testing.assert_array_equal(dense[key]["ffn"], moe[key]["ffn"])
     layers = sorted(dense)
     assert not np.allclose(dense[layers[0]]["q"], dense[layers[1]]["q"])   # layers differ
+
+
+@pytest.mark.parametrize("arch", ["decoder", "encoder_decoder"])
+def test_init_scale_scales_every_weight_matrix_but_experts_router_and_embeddings(arch):
+    """model.init_scale s draws N(0, s / fan_in) (Switch's reduced init, s = 0.1): the same
+    draws as s = 1 times sqrt(s) for attention, dense FFNs and the head; the experts, router,
+    embedding, norms and position biases are untouched."""
+    cfg = tiny(arch=arch, d_model=64, d_ff=128, moe_layout="every", moe_every=2,
+               extra_dense_ffn_after_moe=True)
+    params = {s: nnx.to_pure_dict(nnx.state(build_model(dataclasses.replace(cfg, init_scale=s),
+                                                        rngs=nnx.Rngs(7)), nnx.Param))
+              for s in (1.0, 0.1)}
+    flat = {s: {jax.tree_util.keystr(k): np.asarray(v)
+                for k, v in jax.tree_util.tree_flatten_with_path(p)[0]} for s, p in params.items()}
+    scaled = [k for k in flat[1.0] if any(f"['{n}']" in k for n in
+                                          ("q", "k", "v", "o", "wi", "wo", "head"))
+              and "experts" not in k]
+    assert any("extra_ffn" in k for k in scaled) and any("['head']" in k for k in scaled)
+    for key, value in flat[1.0].items():
+        expected = value * np.sqrt(0.1) if key in scaled else value
+        np.testing.assert_allclose(flat[0.1][key], expected, rtol=1e-6, atol=1e-7, err_msg=key)
+    # at s = 1 a [D, H, Dh] query projection has std sqrt(1 / D) (truncated normal, variance
+    # corrected), and a [F, D] FFN output projection sqrt(1 / F)
+    q = [v for k, v in flat[1.0].items() if k.endswith("['attn']['q']")][0]
+    wo = [v for k, v in flat[1.0].items() if k.endswith("['ffn']['wo']") and "experts" not in k][0]
+    assert np.std(q) == pytest.approx(np.sqrt(1 / 64), rel=0.05)
+    assert np.std(wo) == pytest.approx(np.sqrt(1 / 128), rel=0.05)
+    with pytest.raises(ConfigError, match="model.init_scale=0.0 must be > 0"):
+        tiny(init_scale=0.0)

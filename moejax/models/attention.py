@@ -71,10 +71,11 @@ def attention_mask(q_segments: jax.Array, k_segments: jax.Array, causal: bool) -
 class Attention(nnx.Module):
     """Multi-head attention; projections q, k, v [D, H, Dh] and o [H, Dh, D], no biases."""
 
-    def __init__(self, dim: int, num_heads: int, head_dim: int, *, dtype, rngs: nnx.Rngs):
-        init = jax.nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
+    def __init__(self, dim: int, num_heads: int, head_dim: int, *, dtype, rngs: nnx.Rngs,
+                 init_scale: float = 1.0):
+        init = jax.nn.initializers.variance_scaling(init_scale, "fan_in", "truncated_normal",
                                                     in_axis=0, out_axis=(1, 2))
-        out_init = jax.nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
+        out_init = jax.nn.initializers.variance_scaling(init_scale, "fan_in", "truncated_normal",
                                                         in_axis=(0, 1), out_axis=2)
         shape = (dim, num_heads, head_dim)
         axes = ("embed", "heads", "kv")

@@ -37,25 +37,26 @@ class Block(nnx.Module):
         d, h, dh = cfg.d_model, cfg.num_heads, cfg.resolved_head_dim
         self.cfg = cfg
         self.attn_norm = RMSNorm(d)
-        self.attn = Attention(d, h, dh, dtype=cfg.dtype, rngs=rngs)
+        attention = lambda: Attention(d, h, dh, dtype=cfg.dtype, rngs=rngs,
+                                      init_scale=cfg.init_scale)
+        dense_ffn = lambda width, activation: DenseFfn(
+            d, width, activation=activation, dtype=cfg.dtype, dropout_rate=cfg.dropout_rate,
+            rngs=rngs, init_scale=cfg.init_scale)
+        self.attn = attention()
         self.cross_norm = nnx.data(RMSNorm(d) if cross else None)
-        self.cross_attn = nnx.data(Attention(d, h, dh, dtype=cfg.dtype, rngs=rngs) if cross else None)
+        self.cross_attn = nnx.data(attention() if cross else None)
         self.ffn_norm = RMSNorm(d)
         self.is_moe = ffn_kind == "moe" and not cfg.moe_as_dense
         if ffn_kind == "moe" and cfg.moe_as_dense:                    # FLOP-matched baseline
-            self.ffn = DenseFfn(d, cfg.moe.active_hidden_dim, activation=cfg.moe.activation,
-                                dtype=cfg.dtype, dropout_rate=cfg.dropout_rate, rngs=rngs)
+            self.ffn = dense_ffn(cfg.moe.active_hidden_dim, cfg.moe.activation)
         elif self.is_moe:
             moe_cfg = cfg.moe.replace(causal=causal)
             self.ffn = make_moe_layer(moe_cfg, d, rngs=rngs)
         else:
-            self.ffn = DenseFfn(d, cfg.d_ff, activation=cfg.activation, dtype=cfg.dtype,
-                                dropout_rate=cfg.dropout_rate, rngs=rngs)
+            self.ffn = dense_ffn(cfg.d_ff, cfg.activation)
         extra = ffn_kind == "moe" and cfg.extra_dense_ffn_after_moe
         self.extra_norm = nnx.data(RMSNorm(d) if extra else None)
-        self.extra_ffn = nnx.data(
-            DenseFfn(d, cfg.d_ff, activation=cfg.activation, dtype=cfg.dtype,
-                     dropout_rate=cfg.dropout_rate, rngs=rngs) if extra else None)
+        self.extra_ffn = nnx.data(dense_ffn(cfg.d_ff, cfg.activation) if extra else None)
         self.dropout = nnx.Dropout(cfg.dropout_rate, rngs=rngs)
 
     def __call__(self, x: jax.Array, inputs: LayerInputs, deterministic: bool

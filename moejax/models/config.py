@@ -29,6 +29,10 @@ class ModelConfig:
     num_heads, head_dim (None: d_model / num_heads), d_ff, activation: attention and dense FFN.
     position: 'rope' or 'relative' (T5 buckets); default by arch.
     tie_embeddings: logits from the input embedding (T5.1.1 does not tie).
+    init_scale: variance scale s of the truncated-normal init N(0, s / fan_in) of the attention
+      projections, the dense FFNs and the output head (Switch's reduced init: 0.1; default 1.0).
+      The experts have moe.expert_init_scale and the router moe.router_init_std; embeddings and
+      relative position biases are drawn at std 1.0 whatever s is.
     moe_stacks: which stacks of an encoder-decoder get MoE layers: 'all', 'encoder' (keeps
       non-causal routers such as expert choice and Soft MoE out of the causal decoder), 'decoder'.
     extra_dense_ffn_after_moe: ST-MoE's dense FFN right after every sparse one.
@@ -56,6 +60,7 @@ class ModelConfig:
     relative_max_distance: int = 128
     dropout_rate: float = 0.0
     tie_embeddings: bool = False
+    init_scale: float = 1.0
     dtype: str = "float32"
     scan_layers: bool = True
     moe_layout: str = "every"
@@ -111,6 +116,7 @@ class ModelConfig:
                   f"{p}d_model={self.d_model} must be divisible by {p}num_heads="
                   f"{self.num_heads} (or set {p}head_dim)")
         check(0.0 <= self.dropout_rate < 1.0, f"{p}dropout_rate={self.dropout_rate!r} must be in [0, 1)")
+        check(self.init_scale > 0, f"{p}init_scale={self.init_scale!r} must be > 0")
         if self.resolved_position == "rope":
             check(self.resolved_head_dim % 2 == 0,
                   f"{p}head_dim={self.resolved_head_dim} must be even for rotary positions")

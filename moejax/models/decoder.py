@@ -11,7 +11,7 @@ from flax import nnx
 from moejax.models.attention import attention_mask
 from moejax.models.block import Block, LayerInputs
 from moejax.models.config import ModelConfig, ffn_pattern
-from moejax.models.layers import Embed, RMSNorm
+from moejax.models.layers import Embed, RMSNorm, output_head
 from moejax.models.stack import LayerStack
 
 
@@ -24,9 +24,8 @@ class DecoderLM(nnx.Module):
         # drawn before the layers: every config with this seed starts from the same embedding and
         # head whatever its layers draw, so comparisons of FFN variants share them (common
         # random numbers; the head's draw alone moved early losses by ~0.2 nats at tiny size)
-        self.head = nnx.data(None if cfg.tie_embeddings else nnx.Param(
-            jax.nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")(
-                rngs.params(), (cfg.d_model, cfg.vocab_size)), logical_axes=("embed", "vocab")))
+        self.head = nnx.data(None if cfg.tie_embeddings else output_head(
+            cfg.d_model, cfg.vocab_size, init_scale=cfg.init_scale, rngs=rngs))
 
         def make_block(kind, rngs):
             return Block(cfg, kind, causal=True, cross=False, rngs=rngs)

@@ -39,12 +39,18 @@ class Embed(nnx.Module):
         return jnp.einsum("bld,vd->blv", x, self.embedding[...].astype(x.dtype))
 
 
+def output_head(dim: int, vocab_size: int, *, init_scale: float, rngs: nnx.Rngs) -> nnx.Param:
+    """The untied output projection [D, V], truncated normal N(0, init_scale / D)."""
+    init = jax.nn.initializers.variance_scaling(init_scale, "fan_in", "truncated_normal")
+    return nnx.Param(init(rngs.params(), (dim, vocab_size)), logical_axes=("embed", "vocab"))
+
+
 class DenseFfn(nnx.Module):
     """The dense feed-forward layer: wi [D, F] (+ wi_gate for GLU variants), wo [F, D]."""
 
     def __init__(self, dim: int, hidden: int, *, activation: str, dtype, dropout_rate: float,
-                 rngs: nnx.Rngs):
-        init = jax.nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+                 rngs: nnx.Rngs, init_scale: float = 1.0):
+        init = jax.nn.initializers.variance_scaling(init_scale, "fan_in", "truncated_normal")
         self.activation = activation
         self.dtype = jnp.dtype(dtype)
         self.dropout_rate = dropout_rate
