@@ -261,26 +261,29 @@ def _arm(label, finals, diverged=(), **fields):
 
 def test_precision_verdict():
     from experiments.recipes import precision as pr
-    f32 = _arm(pr.F32, [3.00, 3.01, 2.99])                        # mean 3.00, std 0.01
+    f32 = _arm(pr.F32, [3.01])
     unstable_bf16 = _arm(pr.BF16, [9.0], diverged=(0,))
     selective = _arm(pr.SELECTIVE, [3.005])
+    init01 = _arm(pr.INIT_01, [3.00, 3.01, 2.99])                  # mean 3.00, std 0.01
     worse_init1 = _arm(pr.INIT_1, [3.2, 3.5, 2.9])                # mean 3.2, std 0.3
-    held = pr.judge([f32, unstable_bf16, selective, worse_init1]).verdict
+
+    def judge(bf16, init1):
+        return pr.judge([f32, bf16, selective, init01, init1]).verdict
+
+    held = judge(unstable_bf16, worse_init1)
     assert held.outcome == recipe_lib.HELD, held.why
+    assert "std 0.3000 vs 0.0100" in held.why
     # init 1.0 at mean 3.0013 ties init 0.1 (within 0.01) though it spreads more (std 0.03):
     # the init claim is undecided, not failed
-    tied = pr.judge([f32, unstable_bf16, selective, _arm(pr.INIT_1, [3.004, 2.97, 3.03])])
-    assert tied.verdict.outcome == recipe_lib.INCONCLUSIVE
-    assert tied.verdict.why.startswith("Held:") and "Inconclusive: expert init 0.1" in \
-        tied.verdict.why
+    tied = judge(unstable_bf16, _arm(pr.INIT_1, [3.004, 2.97, 3.03]))
+    assert tied.outcome == recipe_lib.INCONCLUSIVE
+    assert tied.why.startswith("Held:") and "Inconclusive: init 0.1 beats" in tied.why
     # a diverged init-1.0 seed supports the claim whatever the other seeds' mean
-    one_diverged = _arm(pr.INIT_1, [2.5, 2.5, 9.0], diverged=(2,))
-    assert "Did not hold: init 1.0 varies" in pr.judge(
-        [f32, unstable_bf16, selective, one_diverged]).verdict.why
+    one_diverged = judge(unstable_bf16, _arm(pr.INIT_1, [2.5, 2.5, 9.0], diverged=(2,)))
+    held_part, failed_part = one_diverged.why.split("Did not hold:")
+    assert "init 0.1 beats init 1.0" in held_part and "init 1.0 varies" in failed_part
     # a stable bfloat16 router as good as selective precision fails the claim
-    stable_bf16 = _arm(pr.BF16, [3.006])
-    assert pr.judge([f32, stable_bf16, selective, worse_init1]).verdict.outcome == \
-        recipe_lib.NOT_HELD
+    assert judge(_arm(pr.BF16, [3.006]), worse_init1).outcome == recipe_lib.NOT_HELD
 
 
 def test_capacity_verdict():
