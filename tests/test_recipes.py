@@ -363,3 +363,24 @@ def test_loss_free_and_stability_and_upcycle_verdicts():
 def test_lower_is_a_tie_within_the_noise_margin():
     assert recipe_lib.lower(2.0, 2.5) is True and recipe_lib.lower(2.5, 2.0) is False
     assert recipe_lib.lower(2.500, 2.5003) is None and recipe_lib.lower(None, 2.0) is None
+
+
+def test_stored_config_matches_unless_a_value_differs():
+    """A run made before a config field existed still matches while the field is at its
+    default; any changed or removed value does not."""
+    from moejax.train.config import base_config
+    now = json.loads(base_config().to_json_best_effort())
+    old = json.loads(json.dumps(now))
+    del old["model"]["init_scale"]                       # a field added since that run
+    as_json = lambda c: json.dumps(c, sort_keys=True)
+    assert runs.same_config(as_json(old), as_json(now))
+    assert runs.same_config(None, as_json(now))
+    changed = json.loads(json.dumps(now))
+    changed["model"]["init_scale"] = 0.1
+    assert not runs.same_config(as_json(old), as_json(changed))   # added, but not at default
+    steps = json.loads(json.dumps(now))
+    steps["train"]["num_steps"] += 1
+    assert not runs.same_config(as_json(now), as_json(steps))
+    removed = json.loads(json.dumps(now))
+    del removed["moe"]["router_init_std"]
+    assert not runs.same_config(as_json(now), as_json(removed))

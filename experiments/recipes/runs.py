@@ -172,7 +172,7 @@ def train_one(run: Run, config: ml_collections.ConfigDict, run_dir: str, *, size
     if os.path.exists(spec_path):
         with open(spec_path, encoding="utf-8") as f:
             before = json.load(f).get("config")
-        check(before in (None, config_json),
+        check(same_config(before, config_json),
               f"{run_dir} holds a run of another config (different overrides or --steps); "
               "use a new --workdir or remove that directory")
     if finished(run_dir, config.train.num_steps):
@@ -192,6 +192,30 @@ def train_one(run: Run, config: ml_collections.ConfigDict, run_dir: str, *, size
     except TrainingDiverged as err:
         mark_diverged(run_dir, str(err))
         log(f"{prefix}{run.label} (seed {seed}) diverged: {err}")
+
+
+def same_config(before: Optional[str], now: str) -> bool:
+    """Whether a run directory's stored config JSON (None: not recorded) is `now`. A field the
+    stored config lacks counts as the same if `now` holds its default: options added to
+    moejax since the run was made do not orphan finished runs."""
+    if before is None:
+        return True
+    from moejax.train.config import base_config
+    defaults = json.loads(base_config().to_json_best_effort())
+    return _same_or_added_default(json.loads(before), json.loads(now), defaults)
+
+
+_ABSENT = object()
+
+
+def _same_or_added_default(before: Any, now: Any, default: Any) -> bool:
+    if not (isinstance(before, dict) and isinstance(now, dict)):
+        return before == now
+    default = default if isinstance(default, dict) else {}
+    if set(before) - set(now):
+        return False
+    return all(_same_or_added_default(before[k], now[k], default.get(k, _ABSENT))
+               if k in before else now[k] == default.get(k, _ABSENT) for k in now)
 
 
 def mark_diverged(run_dir: str, why: str) -> None:
