@@ -289,14 +289,26 @@ def test_precision_verdict():
 def test_capacity_verdict():
     from experiments.recipes import capacity
 
-    def arms(top1_speeds, drops=(0.3, 0.2, 0.1)):
+    def arms(top1_speeds, drops=(0.3, 0.2, 0.1), losses=((3.0,) * 3, (3.0,) * 3)):
         out = []
         for k in capacity.K:
-            for cf, drop, speed in zip(capacity.FACTORS, drops, top1_speeds):
-                out.append(_arm(capacity.label(k, cf), [3.0], dropped_fraction=drop,
+            for cf, drop, speed, loss in zip(capacity.FACTORS, drops, top1_speeds, losses[k - 1]):
+                out.append(_arm(capacity.label(k, cf), [loss], dropped_fraction=drop,
                                 tokens_per_second=speed / k, expert_load=np.ones((1, 4)) / 4))
         return out
     assert capacity.judge(arms((1000, 900, 800))).verdict.outcome == recipe_lib.HELD
+    # top-2 at cf 1.0 (500/s) far better, but slower than every top-1 arm: it dominates none
+    better_top2 = ((3.0,) * 3, (2.0, 3.0, 3.0))
+    assert capacity.judge(arms((1000, 900, 800), losses=better_top2)).verdict.outcome == \
+        recipe_lib.HELD
+    # top-1 cf 1.25 0.02 worse than the faster top-1 cf 1.0: it is off the frontier
+    worse_125 = ((3.0, 3.02, 3.0), (3.0,) * 3)
+    off = capacity.judge(arms((1000, 900, 800), losses=worse_125)).verdict
+    assert off.outcome == recipe_lib.NOT_HELD and "Did not hold: Switch at cf 1.0" in off.why
+    # ... but 0.005 worse is a tie
+    tie_125 = ((3.0, 3.005, 3.0), (3.0,) * 3)
+    assert capacity.judge(arms((1000, 900, 800), losses=tie_125)).verdict.outcome == \
+        recipe_lib.HELD
     # top-1 slower at cf 1.0 than at 2.0: fails
     assert capacity.judge(arms((700, 900, 800))).verdict.outcome == recipe_lib.NOT_HELD
     # more drops at a larger capacity factor: fails

@@ -6,10 +6,10 @@ factor of 1.0, 1.25 and 2.0 (evaluation at 2.0 for all, as in the paper).
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
-from experiments.recipes.recipe import (Outcome, Recipe, Verdict, by_label, combine,
-                                        markdown_table)
+from experiments.recipes.recipe import (NOISE, Outcome, Recipe, Verdict, by_label, combine,
+                                        lower, markdown_table)
 from experiments.recipes.report import fmt
 from experiments.recipes.runs import Run
 from experiments.recipes.summary import Summary, default_target
@@ -61,9 +61,22 @@ def judge(summaries: List[Summary]) -> Outcome:
     parts.append(("top-1 at cf 1.0 is faster than at cf 2.0",
                   None if None in (speeds[1, 1.0], speeds[1, 2.0])
                   else speeds[1, 1.0] > speeds[1, 2.0]))
+    parts.append((f"Switch at cf 1.0 and 1.25 gives the best quality for its speed (no arm is "
+                  f"both faster and better by more than {NOISE})",
+                  undominated(arm, speeds, [(1, 1.0), (1, 1.25)])))
     verdict = combine(parts)
     verdict = Verdict(verdict.outcome, f"{verdict.why} Final validation losses: {quality}.")
     return Outcome(verdict, default_target(summaries), sections=(section,))
+
+
+def undominated(arm, speeds, keys) -> Optional[bool]:
+    """Whether no arm is both faster than and better (by more than NOISE) than any of `keys`
+    ((k, cf) pairs): they lie on the speed-quality frontier. None if a figure is missing."""
+    losses = {key: arm[label(*key)].mean("final_loss") for key in speeds}
+    if None in speeds.values() or None in losses.values():
+        return None
+    return not any(speeds[other] > speeds[key] and lower(losses[other], losses[key]) is True
+                   for key in keys for other in speeds if other != key)
 
 
 RECIPE = Recipe(
