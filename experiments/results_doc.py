@@ -38,10 +38,10 @@ def setup() -> str:
             f"{common.TINY_BATCH[0]} × {common.TINY_BATCH[1]} tokens, Adafactor at a peak "
             f"learning rate of {optimizer.learning_rate:g} with T5's inverse square root "
             f"schedule ({optimizer.warmup_steps} warm-up steps), float32 on a 2-core CPU "
-            "(XLA:CPU). One seed unless a "
-            "recipe says otherwise. These are small models trained for minutes, so a claim that "
-            "does not hold here may still hold at the papers' scale; every verdict says why. "
-            "`--size=base` runs the same recipe at the papers' sizes on a pod.")
+            "(XLA:CPU). One seed unless a recipe says otherwise. These are small models trained "
+            "for minutes, so a claim that does not hold here may still hold at the papers' "
+            "scale; every verdict says why. `--size=base` runs the same recipe at the papers' "
+            "sizes on a pod.")
 
 
 def section(name: str, directory: str, images_dir: str, out_dir: str) -> str:
