@@ -78,6 +78,7 @@ def t5_backbone(config, arg, *, num_experts):
     if arg == "tiny":
         _tiny_training(config)
         config.data.targets_length = None
+        config.train.eval_encoder_information = True     # is the encoder read at all?
         return
     # Switch/T5 pre-training: 512 input tokens, 114 targets, 2^20 tokens per batch, Adafactor
     # with T5's inverse square root schedule (0.01 for the first 10k steps).

@@ -17,11 +17,18 @@ Recipes (experiments/recipes/<name>.py):
   upcycle        dense -> upcycled MoE vs continued dense vs MoE from scratch
                  (Komatsuzaki et al. 2022)
 
---size picks the configs' size (tiny: 2-core CPU, each recipe within about 30 minutes; base
-and large follow the papers, for a pod); --steps and --seeds override the recipe's budget;
---smoke runs micro models for a few steps (checks that a recipe works, in a minute or two).
-Re-running resumes: finished arms are kept. WORKDIR/report.md holds the tables, the plots
-and a verdict line (held / did not hold / inconclusive at this scale, and why).
+--size picks the configs' size (tiny: 2-core CPU; base and large follow the papers, for a pod);
+--steps and --seeds override the recipe's budget (quality claims need >= 2 seeds for an
+interval, 3 by default); --smoke runs micro models for a few steps (checks that a recipe
+works, in a minute or two, and gives no verdict). Re-running resumes: finished arms are kept.
+
+Before judging quality, each recipe runs the validity gate (experiments/recipes/gate.py) at
+its backbone and budget: a dense model against one with 8x wider FFNs (the width gain must be
+>= 0.05 nats) and, for encoder-decoders, the loss with encoders shuffled across the batch
+(the encoder information must be >= 0.3 nats). Where it fails, quality claims read "not
+testable at this budget". Quality claims are judged on paired 95% intervals over seeds.
+WORKDIR/report.md holds the tables, the plots and a verdict line (held / did not hold /
+inconclusive / not testable at this budget, and why); WORKDIR/verdict.json the same as data.
 """
 
 import shlex
@@ -38,7 +45,14 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for the runs and the 
 _SIZE = flags.DEFINE_string("size", "tiny", "Config size: tiny, base, large.")
 _STEPS = flags.DEFINE_integer("steps", None, "Training steps per arm (default: the recipe's).")
 _SEEDS = flags.DEFINE_list("seeds", None, "Seeds (default: the recipe's).")
-_SMOKE = flags.DEFINE_bool("smoke", False, "Micro models, a few steps: checks the recipe runs.")
+_SMOKE = flags.DEFINE_bool("smoke", False, "Micro models, a few steps: checks the recipe runs "
+                           "(no verdict).")
+_GATE = flags.DEFINE_bool("gate", True, "Run the validity gate (a dense model and one with 8x "
+                          "wider FFNs at the recipe's budget) before judging quality claims; "
+                          "--nogate judges them unchecked.")
+_GATE_CACHE = flags.DEFINE_string("gate_cache", None, "Where the gate's runs are kept, shared "
+                                  "by recipes with the same regime (default: $MOEJAX_GATE_CACHE "
+                                  "or ~/.cache/moejax/gate).")
 flags.mark_flag_as_required("paper")
 
 
@@ -61,7 +75,7 @@ def main(argv):
         seeds = runs.parse_seeds(_SEEDS.value) if _SEEDS.value else None
         path, _ = run_recipe(load(_PAPER.value), _WORKDIR.value, size=_SIZE.value,
                              steps=_STEPS.value, seeds=seeds, smoke=_SMOKE.value,
-                             command=command)
+                             gate=_GATE.value, gate_cache=_GATE_CACHE.value, command=command)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from experiments.recipes.recipe import (NOISE, Outcome, Recipe, Verdict, by_label, combine,
-                                        lower, markdown_table)
+from experiments.recipes import paired
+from experiments.recipes.gate import Gate
+from experiments.recipes.recipe import (Outcome, Recipe, Verdict, by_label, combine,
+                                        markdown_table, quality)
 from experiments.recipes.report import fmt
 from experiments.recipes.runs import Run
 from experiments.recipes.summary import Summary, default_target
@@ -30,7 +32,7 @@ def arms(size: str) -> List[Run]:
             for k in K for cf in FACTORS]
 
 
-def judge(summaries: List[Summary]) -> Outcome:
+def judge(summaries: List[Summary], gate: Optional[Gate] = None) -> Outcome:
     arm = by_label(summaries)
     rows = []
     for k in K:
@@ -50,7 +52,7 @@ def judge(summaries: List[Summary]) -> Outcome:
         return None if None in values else all(a >= b for a, b in zip(values, values[1:]))
 
     speeds = {(k, cf): arm[label(k, cf)].examples_per_second for k in K for cf in FACTORS}
-    quality = ", ".join(f"{label(k, cf)} {fmt(arm[label(k, cf)].mean('final_loss'), '.4f')}"
+    quality_text = ", ".join(f"{label(k, cf)} {fmt(arm[label(k, cf)].mean('final_loss'), '.4f')}"
                         for k in K for cf in FACTORS)
     parts = [(f"top-{k} drops fewer tokens as the capacity factor grows",
               ordered([arm[label(k, cf)].mean("dropped_fraction") for cf in FACTORS]))
@@ -61,22 +63,25 @@ def judge(summaries: List[Summary]) -> Outcome:
     parts.append(("top-1 at cf 1.0 is faster than at cf 2.0",
                   None if None in (speeds[1, 1.0], speeds[1, 2.0])
                   else speeds[1, 1.0] > speeds[1, 2.0]))
-    parts.append((f"Switch at cf 1.0 and 1.25 gives the best quality for its speed (no arm is "
-                  f"both faster and better by more than {NOISE})",
-                  undominated(arm, speeds, [(1, 1.0), (1, 1.25)])))
+    parts.append(quality(gate, "Switch at cf 1.0 and 1.25 gives the best quality for its speed "
+                               "(every faster arm has a measurably higher loss: paired 95% "
+                               "intervals)", frontier(arm, speeds, [(1, 1.0), (1, 1.25)])))
     verdict = combine(parts)
-    verdict = Verdict(verdict.outcome, f"{verdict.why} Final validation losses: {quality}.")
+    verdict = Verdict(verdict.outcome, f"{verdict.why} Final validation losses: {quality_text}.")
     return Outcome(verdict, default_target(summaries), sections=(section,))
 
 
-def undominated(arm, speeds, keys) -> Optional[bool]:
-    """Whether no arm is both faster than and better (by more than NOISE) than any of `keys`
-    ((k, cf) pairs): they lie on the speed-quality frontier. None if a figure is missing."""
-    losses = {key: arm[label(*key)].mean("final_loss") for key in speeds}
-    if None in speeds.values() or None in losses.values():
+def frontier(arm, speeds, keys) -> Optional[bool]:
+    """Whether `keys` ((k, cf) pairs) lie on the speed-quality frontier: False if some faster
+    arm has a measurably lower loss than one of them, True if every faster arm has a
+    measurably higher loss, None otherwise (or if a speed is missing)."""
+    if None in speeds.values():
         return None
-    return not any(speeds[other] > speeds[key] and lower(losses[other], losses[key]) is True
-                   for key in keys for other in speeds if other != key)
+    judged = [paired.lower(arm[label(*other)], arm[label(*key)]) for key in keys
+              for other in speeds if other != key and speeds[other] > speeds[key]]
+    if True in judged:
+        return False
+    return True if all(j is False for j in judged) else None
 
 
 RECIPE = Recipe(
@@ -86,4 +91,4 @@ RECIPE = Recipe(
           "routing is faster than top-2 at every capacity factor, and Switch at cf 1.0-1.25 "
           "gives the best quality for its speed (cf 1.0: −1.561 at 1000 examples/s vs top-2 "
           "cf 2.0: −1.547 at 840).",
-    arms=arms, judge=judge, tiny_steps=1000)
+    arms=arms, judge=judge, tiny_steps=1000, gate_backbone="dense")

@@ -2,17 +2,19 @@
 
 Arms: the whole model in float32; the model in bfloat16 with the router in bfloat16 too;
 "selective precision" (the model in bfloat16, the router's matmul, softmax and routing in
-float32); and, over three seeds each, the initialisation scale (Switch Table 3): every weight
+float32); and the initialisation scale (Switch Table 3): every weight
 matrix at 0.1 (model.init_scale and moe.expert_init_scale) against every one at 1.0. The first
 arm is the Switch config as shipped, whose experts alone start at 0.1.
 """
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
-from experiments.recipes.recipe import (NOISE, Outcome, Recipe, by_label, combine, lower,
-                                        markdown_table)
+from experiments.recipes import paired
+from experiments.recipes.gate import Gate
+from experiments.recipes.recipe import (NO_WORSE, Outcome, Recipe, by_label, combine,
+                                        markdown_table, paired_part, quality, within_part)
 from experiments.recipes.report import fmt
 from experiments.recipes.runs import Run
 from experiments.recipes.summary import Summary, default_target
@@ -23,18 +25,17 @@ SELECTIVE = "selective precision"
 INIT_01 = "float32, init 0.1 everywhere"
 INIT_1 = "float32, init 1.0"
 BF16_MODEL = "+model.dtype=bfloat16+moe.dtype=bfloat16"
-INIT_SEEDS = (0, 1, 2)
 
 
 def arms(size: str) -> List[Run]:
-    return [Run(F32, "switch", seeds=INIT_SEEDS),
-            Run(BF16, "switch" + BF16_MODEL + "+moe.router_dtype=bfloat16", seeds=(0,)),
-            Run(SELECTIVE, "switch" + BF16_MODEL, seeds=(0,)),
-            Run(INIT_01, "switch+model.init_scale=0.1", seeds=INIT_SEEDS),
-            Run(INIT_1, "switch+moe.expert_init_scale=1.0", seeds=INIT_SEEDS)]
+    return [Run(F32, "switch"),
+            Run(BF16, "switch" + BF16_MODEL + "+moe.router_dtype=bfloat16"),
+            Run(SELECTIVE, "switch" + BF16_MODEL),
+            Run(INIT_01, "switch+model.init_scale=0.1"),
+            Run(INIT_1, "switch+moe.expert_init_scale=1.0")]
 
 
-def judge(summaries: List[Summary]) -> Outcome:
+def judge(summaries: List[Summary], gate: Optional[Gate] = None) -> Outcome:
     arm = by_label(summaries)
     rows = [[label, fmt(arm[label].mean("final_loss"), ".4f", arm[label].std("final_loss")),
              f"{len(arm[label].stable)}/{len(arm[label].seeds)}",
@@ -52,25 +53,33 @@ def judge(summaries: List[Summary]) -> Outcome:
         "bfloat16 arms are not faster here.")
     f32, bf16, sel, init01, init1 = (arm[x] for x in (F32, BF16, SELECTIVE, INIT_01, INIT_1))
 
-    def loss(s):
-        return s.mean("final_loss")
-    bf16_worse = (None if loss(sel) is None else
-                  (not bf16.stable) or loss(bf16) > loss(sel) + 0.02)
-    sel_matches = (None if loss(sel) is None or loss(f32) is None
-                   else abs(loss(sel) - loss(f32)) <= 0.02)
-    init_better = (True if len(init1.stable) < len(init1.seeds) else
-                   lower(loss(init01), loss(init1)))
     spread = (init01.std("final_loss"), init1.std("final_loss"))
     init_spread = None if None in spread else spread[1] > spread[0]
     verdict = combine([
-        ("the bfloat16 router is unstable or worse than selective precision (by > 0.02)",
-         bf16_worse),
-        ("selective precision matches float32 quality (within 0.02)", sel_matches),
-        (f"init 0.1 beats init 1.0 on mean final loss (by more than {NOISE}), or init 1.0 "
-         "diverges", init_better),
+        _bf16_part(gate, bf16, sel),
+        within_part(gate, f"selective precision matches float32 quality (selective − float32 "
+                          f"within ±{NO_WORSE})", sel, f32, NO_WORSE, both_sides=True),
+        (f"init 1.0 diverges ({len(init1.seeds) - len(init1.stable)}/{len(init1.seeds)} runs)",
+         True) if len(init1.stable) < len(init1.seeds) else
+        paired_part(gate, "init 0.1 beats init 1.0 (init 0.1 − init 1.0)", init01, init1),
         (f"init 1.0 varies more between seeds (std {fmt(spread[1], '.4f')} vs "
          f"{fmt(spread[0], '.4f')})", init_spread)])
     return Outcome(verdict, default_target(summaries), sections=(section,))
+
+
+def _bf16_part(gate: Optional[Gate], bf16: Summary, sel: Summary):
+    """Held if a bfloat16-router run diverged, or (gated) if its loss is measurably above
+    selective precision's; did not hold if it is measurably below or matches within NO_WORSE."""
+    statement = "the bfloat16 router is unstable or worse than selective precision"
+    if len(bf16.stable) < len(bf16.seeds):
+        return (f"{statement}: {len(bf16.seeds) - len(bf16.stable)}/{len(bf16.seeds)} runs "
+                f"diverged", True)
+    diff = paired.paired_runs(bf16, sel)
+    if diff is None or diff.half_width is None:
+        return quality(gate, f"{statement} ({paired.describe(bf16, sel)})", None)
+    ok = (True if diff.low > 0 else
+          False if diff.high < 0 or (-NO_WORSE < diff.low and diff.high < NO_WORSE) else None)
+    return quality(gate, f"{statement} (bfloat16 − selective {diff.text()})", ok)
 
 
 RECIPE = Recipe(
@@ -80,4 +89,4 @@ RECIPE = Recipe(
           "router to float32 (selective precision) keeps float32 quality at bfloat16 speed; "
           "initialising weights at 0.1× the default scale gives better and more consistent "
           "quality than 1.0×.",
-    arms=arms, judge=judge, tiny_steps=1000)
+    arms=arms, judge=judge, tiny_steps=1000, gate_backbone="dense")

@@ -2,8 +2,15 @@
 
 A recipe trains its arms like `compare` (identical data, seeds and steps), writes the standard
 report, adds its own tables, and ends with one verdict line: held / did not hold / inconclusive
-at this scale, and why. `size` picks the configs' size (tiny on a laptop CPU; base/large on a
-pod); the step budget is the recipe's for tiny and the configs' own otherwise.
+/ not testable at this budget, and why. `size` picks the configs' size (tiny on a laptop CPU;
+base/large on a pod); the step budget is the recipe's for tiny and the configs' own otherwise.
+
+Quality claims (one arm's loss against another's) are judged on paired 95% intervals over
+seeds (experiments/recipes/paired.py), and only where the validity gate
+(experiments/recipes/gate.py) shows that the regime can show an FFN-capacity effect at all;
+where it cannot, they read "not testable at this budget" with the gate's figures. Mechanics
+claims (drops, balance, max violation, router logits, speed) need no gate. A smoke run trains
+micro models for a few steps and never gives a verdict.
 """
 
 from __future__ import annotations
@@ -13,11 +20,20 @@ import json
 import os
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from experiments.recipes import report, runs, summary
+from experiments.recipes import gate as gate_lib
+from experiments.recipes import paired, report, runs, summary
+from experiments.recipes.gate import Gate
 from experiments.recipes.runs import Run
 from experiments.recipes.summary import Summary
 
 HELD, NOT_HELD, INCONCLUSIVE = "held", "did not hold", "inconclusive"
+NOT_TESTABLE = "not testable at this budget"
+SMOKE_RUN = "smoke run: no verdict"
+OUTCOMES = (HELD, NOT_HELD, INCONCLUSIVE, NOT_TESTABLE)
+UNTESTABLE = "untestable"       # a part's value: a quality claim the gate ruled out
+# nats: what a claim that one arm "matches" or is "no worse than" another allows, the paired
+# interval lying within it (a definition of the claim at this scale, not a noise allowance)
+NO_WORSE = 0.02
 
 # --smoke: micro models and a few steps, to check that a recipe runs end to end (the tests).
 SMOKE = {"model.d_model": 32, "model.num_heads": 2, "model.head_dim": 16, "model.d_ff": 64,
@@ -49,9 +65,12 @@ class Recipe:
     paper: str                                   # citation
     claim: str                                   # what the paper found, in one paragraph
     arms: Callable[[str], List[Run]]             # size -> arms
-    judge: Callable[[List[Summary]], Outcome]
+    # judge(summaries, gate) -> Outcome; gate None: not measured (quality judged regardless)
+    judge: Callable[[List[Summary], Optional[Gate]], Outcome]
     tiny_steps: int
-    seeds: Tuple[int, ...] = (0,)
+    # the standard dense model of the arms' backbone, a spec; the validity gate measures there
+    gate_backbone: str
+    seeds: Tuple[int, ...] = (0, 1, 2)
     common: Tuple[Tuple[str, Any], ...] = ()     # overrides for every arm
     # A recipe that is more than independent runs (upcycling) trains its arms itself:
     # train(recipe, workdir, size, seeds, common, log) -> {(label, seed): run directory}.
@@ -69,15 +88,20 @@ def overrides(recipe: Recipe, size: str, steps: Optional[int], smoke: bool) -> D
 
 
 def run_recipe(recipe: Recipe, workdir: str, *, size: str = "tiny", steps: Optional[int] = None,
-               seeds: Optional[Sequence[int]] = None, smoke: bool = False,
-               command: str = "", log=print) -> Tuple[str, Verdict]:
-    """Trains the recipe's arms in workdir, writes workdir/report.md and verdict.json."""
+               seeds: Optional[Sequence[int]] = None, smoke: bool = False, gate: bool = True,
+               gate_cache: Optional[str] = None, command: str = "", log=print
+               ) -> Tuple[str, Verdict]:
+    """Trains the recipe's arms (and the validity gate's runs, unless gate=False) in workdir,
+    writes workdir/report.md and verdict.json."""
     arms = recipe.arms(size)
     if seeds or smoke:                     # the given seeds (or one, for a smoke run) for all
         arms = [dataclasses.replace(a, seeds=None) for a in arms]
     seeds = tuple(seeds) if seeds else ((recipe.seeds[0],) if smoke else recipe.seeds)
     common = overrides(recipe, size, steps, smoke)
     log(f"{recipe.title}: {len(arms)} arms x {len(seeds)} seeds -> {workdir}")
+    runs.build_configs(arms, size=size, seeds=seeds, common=common)   # every error first
+    measured = gate_lib.measure(recipe.gate_backbone, size=size, seed=seeds[0], common=common,
+                                cache=gate_cache, log=log) if gate else None
     if recipe.train is not None:
         directories = recipe.train(recipe, workdir, size=size, seeds=seeds, common=common,
                                    log=log)
@@ -85,43 +109,86 @@ def run_recipe(recipe: Recipe, workdir: str, *, size: str = "tiny", steps: Optio
         directories = runs.train_runs(arms, workdir, size=size, seeds=seeds, common=common,
                                       log=log)
     summaries = summary.summarize(directories, [a.label for a in arms])
-    outcome = recipe.judge(summaries)
-    verdict_line = f"**Outcome at this scale: {outcome.verdict.outcome}.** {outcome.verdict.why}"
-    intro = "\n\n".join([f"{recipe.paper}", f"Paper's claim: {recipe.claim}", verdict_line])
+    outcome = recipe.judge(summaries, measured)
+    verdict = outcome.verdict
+    if measured is not None:
+        verdict = Verdict(verdict.outcome, f"{verdict.why} Validity gate: {measured.text()}.")
+    if smoke:                              # micro models, a few steps: no evidence either way
+        verdict = Verdict(SMOKE_RUN, "a smoke run checks that the recipe runs end to end; "
+                                     "its numbers are not evidence for or against the claim")
+    verdict_line = f"**Outcome at this scale: {verdict.outcome}.** {verdict.why}"
+    intro = "\n\n".join([f"{recipe.paper}", f"Paper's claim: {recipe.claim}", verdict_line,
+                          gate_section(measured, gate)])
     path = report.write_report(workdir, recipe.title, summaries, outcome.target, command,
                                intro=intro, sections=outcome.sections,
                                target_note=outcome.target_note)
     with open(os.path.join(workdir, "verdict.json"), "w", encoding="utf-8") as f:
         json.dump({"recipe": recipe.name, "title": recipe.title, "claim": recipe.claim,
-                   **dataclasses.asdict(outcome.verdict), "size": size, "smoke": smoke,
-                   "command": command}, f, indent=1)
-    log(f"{recipe.name}: {outcome.verdict.outcome} ({outcome.verdict.why})")
-    return path, outcome.verdict
+                   **dataclasses.asdict(verdict), "size": size, "smoke": smoke,
+                   "seeds": list(seeds), "command": command,
+                   "gate": None if measured is None else measured.to_json()}, f, indent=1)
+    log(f"{recipe.name}: {verdict.outcome} ({verdict.why})")
+    return path, verdict
 
 
-# Final validation losses closer than this count as a tie. A floor, not a measurement: at tiny
-# size, seeds that differ only in their initialisation are 0.2 nats apart after 40 steps, and
-# how far apart they end is what the multi-seed runs measure (see docs/RESULTS.md).
-NOISE = 0.01
+def gate_section(measured: Optional[Gate], enabled: bool) -> str:
+    """The report's paragraph on the validity gate."""
+    if measured is None:
+        return ("Validity gate: not run (--nogate); quality claims were judged without "
+                "checking that this regime can show an FFN-capacity effect." if not enabled
+                else "")
+    verdict = ("passed: quality claims are judged" if measured.passed else
+               "failed: quality claims are not testable at this budget")
+    return (f"Validity gate ({measured.backbone}, the recipe's budget): {measured.text()}; "
+            f"{verdict}. See experiments/recipes/gate.py.")
 
 
-def lower(a: Optional[float], b: Optional[float], margin: float = NOISE) -> Optional[bool]:
-    """Whether loss a beats loss b: True below b − margin, False above b + margin, None
-    (inconclusive) in between or when either is missing."""
-    if a is None or b is None or abs(a - b) <= margin:
-        return None
-    return a < b
+def quality(gate: Optional[Gate], statement: str, ok: Optional[bool]):
+    """A part of a verdict that compares quality: judged as is where the gate passed (or was
+    not run), UNTESTABLE where it failed."""
+    return (statement, ok if gate is None or gate.passed else UNTESTABLE)
+
+
+def paired_part(gate: Optional[Gate], statement: str, a: Summary, b: Summary,
+                field: str = "final_loss"):
+    """'a beats b' as a gated part: held if the paired 95% interval of a − b lies below 0,
+    did not hold if above, inconclusive if it contains 0 (its figures in the statement)."""
+    return quality(gate, f"{statement} ({paired.describe(a, b, field)})",
+                   paired.lower(a, b, field))
+
+
+def within_part(gate: Optional[Gate], statement: str, a: Summary, b: Summary, margin: float,
+                both_sides: bool = False, field: str = "final_loss"):
+    """'a is no worse than b (by more than margin)' as a gated part, on the paired 95%
+    interval of a − b: held if it lies below +margin (both_sides: inside ±margin, 'matches'),
+    did not hold if it lies wholly beyond the margin, else inconclusive. The margin says what
+    the claim means by 'no worse'; it is not a noise allowance."""
+    diff = paired.paired_runs(a, b, field)
+    text = f"{statement} ({'no stable pair of runs' if diff is None else diff.text()})"
+    if diff is None or diff.half_width is None:
+        return quality(gate, text, None)
+    if both_sides:
+        ok = (True if -margin < diff.low and diff.high < margin else
+              False if diff.low > margin or diff.high < -margin else None)
+    else:
+        ok = True if diff.high < margin else False if diff.low > margin else None
+    return quality(gate, text, ok)
 
 
 def combine(parts) -> Verdict:
-    """One verdict from (statement, True/False/None) parts of a claim: held if all held, did
-    not hold if any failed, inconclusive otherwise."""
+    """One verdict from (statement, True/False/None/UNTESTABLE) parts of a claim: did not hold
+    if any failed, else not testable at this budget if a quality part was ruled out by the
+    gate, else inconclusive if any is undecided, else held."""
     held = [t for t, ok in parts if ok is True]
     failed = [t for t, ok in parts if ok is False]
     unsure = [t for t, ok in parts if ok is None]
+    untestable = [t for t, ok in parts if ok is UNTESTABLE]
     why = " ".join(f"{name}: " + "; ".join(items) + "." for name, items in
-                   (("Held", held), ("Did not hold", failed), ("Inconclusive", unsure)) if items)
-    return Verdict(NOT_HELD if failed else INCONCLUSIVE if unsure else HELD, why)
+                   (("Held", held), ("Did not hold", failed), ("Inconclusive", unsure),
+                    ("Not testable at this budget", untestable)) if items)
+    outcome = (NOT_HELD if failed else NOT_TESTABLE if untestable else
+               INCONCLUSIVE if unsure else HELD)
+    return Verdict(outcome, why)
 
 
 def by_label(summaries: Sequence[Summary]) -> Dict[str, Summary]:

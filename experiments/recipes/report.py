@@ -72,7 +72,16 @@ STANDARD_COLUMNS: List[Column] = [
     ("load CV", _moe("load_cv", ".3f")),
     ("max violation", _moe("max_violation", ".3f")),
     ("router entropy / ln E", _moe("router_entropy", ".3f")),
+    ("encoder information", lambda s, t: _encoder_information(s)),
 ]
+
+
+def _encoder_information(s: Summary) -> str:
+    """Nats per target token read from the encoder (last evaluation), for runs that log it."""
+    value = s.mean("encoder_information")
+    if value is not None:
+        return fmt(value, ".3f", s.std("encoder_information"))
+    return "not logged" if s.seeds and s.seeds[0].encoder_decoder else f"{NA} (decoder-only)"
 
 
 def table(summaries: Sequence[Summary], target: Optional[float],

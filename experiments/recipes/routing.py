@@ -11,10 +11,11 @@ left out, so the arms differ in routing alone.
 from __future__ import annotations
 
 import importlib
-from typing import List
+from typing import List, Optional
 
-from experiments.recipes.recipe import (NOISE, Outcome, Recipe, by_label, combine, lower,
-                                        markdown_table)
+from experiments.recipes.gate import Gate
+from experiments.recipes.recipe import (Outcome, Recipe, by_label, combine, markdown_table,
+                                        paired_part)
 from experiments.recipes.report import fmt
 from experiments.recipes.runs import Run
 from experiments.recipes.summary import Summary, default_target
@@ -42,7 +43,7 @@ def arms(size: str) -> List[Run]:
             for family, label in FAMILIES.items()] + [Run(DENSE, "dense")]
 
 
-def judge(summaries: List[Summary]) -> Outcome:
+def judge(summaries: List[Summary], gate: Optional[Gate] = None) -> Outcome:
     arm = by_label(summaries)
     size = summaries[0].seeds[0].size or "tiny"
     dense_loss = arm[DENSE].mean("final_loss")
@@ -61,8 +62,8 @@ def judge(summaries: List[Summary]) -> Outcome:
         + "\n\nThe dense model's FFN has d_ff units per token in every layer; top-2 families "
           "spend twice a top-1 family's expert FLOPs, so this is a side-by-side view, not an "
           "equal-compute race (see the switch and expert_choice recipes for those).")
-    parts = [(f"{label} beats the dense model (by more than {NOISE})",
-              lower(arm[label].mean("final_loss"), dense_loss)) for label in FAMILIES.values()]
+    parts = [paired_part(gate, f"{label} beats the dense model (MoE − dense", arm[label],
+                         arm[DENSE]) for label in FAMILIES.values()]
     return Outcome(combine(parts), default_target(summaries), sections=(section,))
 
 
@@ -73,4 +74,4 @@ RECIPE = Recipe(
           "Jiang et al. 2024 (Mixtral); DeepSeek-AI 2024 (V3); Puigcerver et al. 2023 (Soft MoE)",
     claim="each paper reports its sparse model beating a dense model of the same per-token "
           "compute; side by side on one backbone, every family should beat the dense baseline.",
-    arms=arms, judge=judge, tiny_steps=1000)
+    arms=arms, judge=judge, tiny_steps=1000, gate_backbone="dense")

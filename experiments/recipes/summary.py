@@ -13,6 +13,8 @@ Per run (one seed):
   max_violation       MaxVio = max load / mean load − 1 (Wang et al. 2024) on the validation
                       batches of the last evaluation, mean over MoE layers
   router_z            mean logsumexp² of the router logits (ST-MoE), second half of training
+  encoder_information validation cross-entropy with encoders shuffled across the batch minus
+                      the plain one, last evaluation (encoder-decoder runs that log it)
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ class RunResult:
     router_entropy: Optional[float]                # ÷ ln E: 1 uniform, 0 one-hot; second half
     expert_load: Optional[np.ndarray]              # [MoE layers, E] fraction, second half
     experts_per_token: Optional[np.ndarray]        # [bins] fraction of tokens, last eval
+    encoder_information: Optional[float] = None    # nats/target token read from the encoder
+    seed: Optional[int] = None                     # train.seed (None: not recorded)
+    encoder_decoder: bool = False                  # model.arch, from the stored config
 
     @property
     def has_moe(self) -> bool:
@@ -98,7 +103,7 @@ def cv(load: np.ndarray) -> float:
 
 
 def read_run(directory: str) -> RunResult:
-    spec = {"tokens_per_step": 0, "examples_per_step": 0, "size": None}
+    spec = {"tokens_per_step": 0, "examples_per_step": 0, "size": None, "seed": None}
     if os.path.exists(os.path.join(directory, "spec.json")):  # not for an arm that never ran
         with open(os.path.join(directory, "spec.json"), encoding="utf-8") as f:
             spec.update(json.load(f))
@@ -136,7 +141,18 @@ def read_run(directory: str) -> RunResult:
         expert_load=np.mean(load, axis=0) if load else None,
         experts_per_token=(np.mean(np.atleast_2d(last_eval["moe/experts_per_token"]), axis=0)
                            if "moe/experts_per_token" in last_eval else None),
+        encoder_information=last_eval.get("encoder_information"),
+        seed=spec["seed"],
+        encoder_decoder=_arch(spec) == "encoder_decoder",
     )
+
+
+def _arch(spec: dict) -> Optional[str]:
+    """model.arch of the config stored in a run's spec.json (None if not stored)."""
+    try:
+        return json.loads(spec.get("config") or "{}").get("model", {}).get("arch")
+    except (TypeError, ValueError, AttributeError):
+        return None
 
 
 @dataclasses.dataclass

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from experiments.recipes import runs as runs_lib
-from experiments.recipes.recipe import (NOISE, Outcome, Recipe, by_label, combine, lower,
-                                        markdown_table)
+from experiments.recipes.gate import Gate
+from experiments.recipes.recipe import (Outcome, Recipe, by_label, combine, markdown_table,
+                                        paired_part)
 from experiments.recipes.report import fmt
 from experiments.recipes.runs import Run
 from experiments.recipes.summary import Summary
@@ -90,7 +91,7 @@ def train(recipe: Recipe, workdir: str, *, size: str, seeds, common, log=print
     return directories
 
 
-def judge(summaries: List[Summary]) -> Outcome:
+def judge(summaries: List[Summary], gate: Optional[Gate] = None) -> Outcome:
     arm = by_label(summaries)
     pre, cont, up, scratch = (arm[x] for x in (PRETRAINED, CONTINUED, UPCYCLED, SCRATCH))
     target = cont.mean("final_loss")
@@ -111,15 +112,11 @@ def judge(summaries: List[Summary]) -> Outcome:
         + ("" if extra is None else
            f"The upcycled MoE reached the continued dense model's final loss after "
            f"{extra:.0f} of its extra steps."))
-    losses = {k: v.mean("final_loss") for k, v in
-              ((CONTINUED, cont), (UPCYCLED, up), (SCRATCH, scratch))}
     verdict = combine([
-        (f"the upcycled MoE beats continued dense training for the same extra steps "
-         f"({fmt(losses[UPCYCLED], '.4f')} vs {fmt(losses[CONTINUED], '.4f')}; a difference "
-         f"under {NOISE} is a tie)", lower(losses[UPCYCLED], losses[CONTINUED])),
-        (f"the upcycled MoE beats the MoE trained from scratch for those steps "
-         f"({fmt(losses[UPCYCLED], '.4f')} vs {fmt(losses[SCRATCH], '.4f')})",
-         lower(losses[UPCYCLED], losses[SCRATCH]))])
+        paired_part(gate, "the upcycled MoE beats continued dense training for the same extra "
+                          "steps (upcycled − continued", up, cont),
+        paired_part(gate, "the upcycled MoE beats the MoE trained from scratch for those steps "
+                          "(upcycled − scratch", up, scratch)])
     return Outcome(verdict, target, "the continued dense model's final loss", (section,))
 
 
@@ -130,4 +127,4 @@ RECIPE = Recipe(
     claim="initialising an MoE from a dense checkpoint (experts as copies of the dense MLP, "
           "fresh router) and training on beats continuing to train the dense model for the "
           "same extra compute, and beats an MoE trained from scratch on a limited budget.",
-    arms=arms, judge=judge, tiny_steps=1000, train=train)
+    arms=arms, judge=judge, tiny_steps=1000, train=train, gate_backbone="dense")

@@ -49,7 +49,10 @@ def base_config() -> ml_collections.ConfigDict:
         weight_decay=0.0, b1=0.9, b2=0.99, grad_clip_norm=0.0))
     config.train = ml_collections.ConfigDict(dict(
         num_steps=1000, log_every=50, eval_every=250, eval_batches=8, checkpoint_every=250,
-        keep_checkpoints=3, seed=0, z_loss=1e-4))
+        keep_checkpoints=3, seed=0, z_loss=1e-4,
+        # encoder-decoder: evaluate also with encoders shuffled across the batch and log
+        # encoder_information (nats per target token read from the encoder); doubles eval time
+        eval_encoder_information=False))
     return config
 
 

@@ -55,9 +55,24 @@ def train_step(model: nnx.Module, optimizer: nnx.Optimizer, batch, z_loss: float
     return {**parts, **moe_metrics(stats)}
 
 
-@nnx.jit(static_argnums=2)
-def eval_step(model: nnx.Module, batch, z_loss: float):
-    """Loss on a batch with the eval capacity factor and no dropout/noise; (sums, weight)."""
+ENCODER_FEATURES = ("encoder_input_tokens", "encoder_segment_ids", "encoder_positions")
+
+
+def shuffle_encoder(batch: Mapping[str, jax.Array]) -> Dict[str, jax.Array]:
+    """The batch with every row's encoder inputs (tokens, segments, positions) taken from the
+    row before it (a cyclic shift along the batch, so no row keeps its own for B >= 2): each
+    decoder then reads the encoder of another example. See `encoder_information`."""
+    return {k: jnp.roll(v, 1, axis=0) if k in ENCODER_FEATURES else v for k, v in batch.items()}
+
+
+@nnx.jit(static_argnums=(2, 3))
+def eval_step(model: nnx.Module, batch, z_loss: float, shuffled_encoder: bool = False):
+    """Loss on a batch with the eval capacity factor and no dropout/noise; (sums, weight).
+
+    shuffled_encoder: each row's decoder reads another row's encoder (`shuffle_encoder`).
+    """
+    if shuffled_encoder:
+        batch = shuffle_encoder(batch)
     logits, targets, weights, stats = model_outputs(model, batch, deterministic=True)
     _, parts = total_loss(logits, targets, weights, stats, z_loss)
     return parts["cross_entropy"], jnp.sum(weights.astype(jnp.float32)), moe_metrics(stats)

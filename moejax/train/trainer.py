@@ -70,6 +70,11 @@ def count_params(model: nnx.Module) -> int:
 def evaluate(model, config, z_loss: float, mesh) -> Dict[str, Any]:
     """Token-weighted cross-entropy over the first eval_batches batches of the eval split.
 
+    With train.eval_encoder_information (encoder-decoder models), also the cross-entropy with
+    every row's decoder reading another row's encoder (`step.shuffle_encoder`), and
+    encoder_information = that minus cross_entropy: the nats per target token the model takes
+    from its encoder (about 0 for a model that ignores it).
+
     With several processes all of them run the same steps (each is a collective): a process
     whose share of the split has run out feeds empty batches, which weigh nothing, until every
     process has run out.
@@ -79,7 +84,9 @@ def evaluate(model, config, z_loss: float, mesh) -> Dict[str, Any]:
     pipeline = make_pipeline(data, split=data.eval_split, seed=0,
                              process_index=jax.process_index(),
                              process_count=jax.process_count(), num_epochs=1)
-    total, weight, moe = 0.0, 0.0, []
+    shuffled = bool(config.train.eval_encoder_information
+                    and config.model.arch == "encoder_decoder")
+    total, shuffled_total, weight, moe = 0.0, 0.0, 0.0, []
     for _ in range(config.train.eval_batches):
         batch = next(pipeline, None)
         have = np.array([batch is not None], np.int32)
@@ -89,11 +96,18 @@ def evaluate(model, config, z_loss: float, mesh) -> Dict[str, Any]:
             break
         if batch is None:
             batch = pipeline.empty_batch()
-        ce, w, metrics = eval_step(model, global_batch(batch, mesh), z_loss)
+        batch = global_batch(batch, mesh)
+        ce, w, metrics = eval_step(model, batch, z_loss)
         total += float(ce) * float(w)
         weight += float(w)
         moe.append(metrics)
+        if shuffled:
+            shuffled_total += float(eval_step(model, batch, z_loss, True)[0]) * float(w)
     result = {"cross_entropy": total / max(weight, 1.0)}
+    if shuffled:
+        result["cross_entropy_shuffled_encoder"] = shuffled_total / max(weight, 1.0)
+        result["encoder_information"] = (result["cross_entropy_shuffled_encoder"]
+                                         - result["cross_entropy"])
     if moe and moe[0]:
         result.update({k: np.mean([m[k] for m in moe], axis=0) for k in moe[0]})
     return result

@@ -1,0 +1,128 @@
+"""The validity gate: can a regime (backbone, size, data, budget) show an FFN-capacity effect?
+
+An MoE adds FFN parameters; if extra FFN capacity buys nothing in a regime, no MoE can beat
+dense there, and a quality tie says nothing about a paper's claim. Before a recipe judges any
+quality claim it measures, at its own backbone and budget (the recipe's common overrides),
+with the recipe's first seed and common random numbers:
+
+  width gain            final validation loss of the standard dense model minus that of the
+                        same model with WIDTH_FACTOR× wider FFNs. Passing: >= MIN_WIDTH_GAIN.
+  encoder information   (encoder-decoder backbones) the standard dense model's validation loss
+                        with encoders shuffled across the batch minus its plain loss, at the
+                        last evaluation. Passing: >= MIN_ENCODER_INFORMATION. A model that does
+                        not read its encoder is trained as a language model over the targets
+                        alone, where the FFN capacity the paper measured cannot matter.
+
+Both runs live in a cache keyed by the standard run's whole config (backbone, size, data,
+budget, seed): recipes that share a regime train them once. The cache is
+$MOEJAX_GATE_CACHE, else ~/.cache/moejax/gate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Any, Dict, Mapping, Optional
+
+from experiments.recipes import runs as runs_lib
+from experiments.recipes import summary as summary_lib
+from experiments.recipes.runs import Run
+
+WIDTH_FACTOR = 8
+MIN_WIDTH_GAIN = 0.05            # nats per token
+MIN_ENCODER_INFORMATION = 0.3    # nats per target token
+
+
+def default_cache() -> str:
+    return os.environ.get("MOEJAX_GATE_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "moejax", "gate")
+
+
+@dataclasses.dataclass(frozen=True)
+class Gate:
+    """The gate's figures at one regime (None: not measured, e.g. a run diverged)."""
+    backbone: str                                 # spec of the standard dense model
+    width_gain: Optional[float]
+    encoder_information: Optional[float]          # None for decoder-only backbones
+    encoder_decoder: bool
+    directory: str = ""                           # where its runs are
+
+    @property
+    def width_passed(self) -> bool:
+        return self.width_gain is not None and self.width_gain >= MIN_WIDTH_GAIN
+
+    @property
+    def encoder_passed(self) -> bool:
+        return (not self.encoder_decoder or (self.encoder_information is not None and
+                                              self.encoder_information >= MIN_ENCODER_INFORMATION))
+
+    @property
+    def passed(self) -> bool:
+        return self.width_passed and self.encoder_passed
+
+    def text(self) -> str:
+        """'width gain 0.012 nats (needs >= 0.05), encoder information 0.036 nats (needs
+        >= 0.3)': both figures against their thresholds."""
+        def figure(name, value, minimum):
+            shown = "not measured" if value is None else f"{value:.3f} nats"
+            return f"{name} {shown} (needs >= {minimum})"
+        parts = [figure(f"width gain ({WIDTH_FACTOR}× d_ff)", self.width_gain, MIN_WIDTH_GAIN)]
+        if self.encoder_decoder:
+            parts.append(figure("encoder information", self.encoder_information,
+                                MIN_ENCODER_INFORMATION))
+        return ", ".join(parts)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {**dataclasses.asdict(self), "passed": self.passed,
+                "min_width_gain": MIN_WIDTH_GAIN,
+                "min_encoder_information": MIN_ENCODER_INFORMATION}
+
+
+STANDARD, WIDE = "standard", f"d_ff x{WIDTH_FACTOR}"
+
+
+def gate_runs(backbone: str, size: str, common: Mapping[str, Any]) -> Dict[str, Run]:
+    """The standard dense run and the one with WIDTH_FACTOR× d_ff (encoder information logged)."""
+    config = runs_lib.load_config(backbone, size, common)
+    extra = (("train.eval_encoder_information", True),) if (
+        config.model.arch == "encoder_decoder") else ()
+    wide = (("model.d_ff", WIDTH_FACTOR * config.model.d_ff),)
+    return {STANDARD: Run(STANDARD, backbone, overrides=extra),
+            WIDE: Run(WIDE, backbone, overrides=extra + wide)}
+
+
+def regime_key(config_json: str) -> str:
+    """A short stable name for a regime: the hash of the standard run's config."""
+    canonical = json.dumps(json.loads(config_json), sort_keys=True)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def measure(backbone: str, *, size: str, seed: int, common: Mapping[str, Any],
+            cache: Optional[str] = None, log=print) -> Gate:
+    """Trains (or finds in the cache) the gate's two runs and returns its figures."""
+    specs = gate_runs(backbone, size, common)
+    configs = runs_lib.build_configs(list(specs.values()), size=size, seeds=[seed],
+                                     common=common)
+    standard_config = configs[STANDARD, seed]
+    directory = os.path.join(cache or default_cache(),
+                             regime_key(standard_config.to_json_best_effort(sort_keys=True)))
+    log(f"validity gate: {backbone} ({size}, seed {seed}) -> {directory}")
+    results = {}
+    for label, run in specs.items():
+        run_dir = runs_lib.run_directory(directory, run, seed)
+        runs_lib.train_one(run, configs[label, seed], run_dir, size=size, seed=seed, log=log,
+                           prefix="[gate] ")
+        results[label] = summary_lib.read_run(run_dir)
+    return from_runs(backbone, results[STANDARD], results[WIDE],
+                     standard_config.model.arch == "encoder_decoder", directory)
+
+
+def from_runs(backbone: str, standard: summary_lib.RunResult, wide: summary_lib.RunResult,
+              encoder_decoder: bool, directory: str = "") -> Gate:
+    """The gate's figures from its two finished runs (a diverged run measures nothing)."""
+    ok = lambda r: not r.diverged and r.final_loss is not None
+    width_gain = (standard.final_loss - wide.final_loss) if ok(standard) and ok(wide) else None
+    information = standard.encoder_information if ok(standard) and encoder_decoder else None
+    return Gate(backbone, width_gain, information, encoder_decoder, directory)
