@@ -9,7 +9,9 @@ dotted overrides: `switch:base`, `switch+moe.num_experts=16+moe.capacity_factor=
 trains with the normal trainer in WORKDIR/<label>/seed_<s> (re-running resumes; finished runs
 are kept), then WORKDIR/report.md gets a table (final validation loss, steps and tokens to the
 target loss, tokens/s, dropped fraction, load coefficient of variation, max violation, router
-entropy over ln E) and loss_vs_steps.png, loss_vs_time.png and expert_load.png.
+entropy over ln E, encoder information) and loss_vs_steps.png, loss_vs_time.png and
+expert_load.png. --jobs runs that many at once, each in its own process (default: 2 at tiny size
+on a machine with 2+ cores; each run's progress then goes to its train.log).
 """
 
 import shlex
@@ -31,6 +33,8 @@ _SIZE = flags.DEFINE_string("size", "tiny", "Size of the specs that name none.")
 _SET = flags.DEFINE_list("set", [], "key=value overrides applied to every config.")
 _TARGET = flags.DEFINE_float("target_loss", None, "Validation loss for 'steps to target' "
                              "(default: the worst final loss, which every arm reached).")
+_JOBS = flags.DEFINE_integer("jobs", None, "Runs trained at once, each in its own process "
+                             "(default: 2 at tiny size on 2+ cores, else 1).")
 _TITLE = flags.DEFINE_string("title", "Comparison", "Title of the report.")
 flags.mark_flags_as_required(["configs", "workdir"])
 
@@ -55,8 +59,9 @@ def main(argv):
     try:
         arms = runs.parse_runs(_CONFIGS.value, _LABELS.value)
         seeds = runs.parse_seeds(_SEEDS.value)
+        jobs = runs.auto_jobs(_SIZE.value) if _JOBS.value is None else _JOBS.value
         directories = runs.train_runs(arms, _WORKDIR.value, size=_SIZE.value, seeds=seeds,
-                                      common=common_overrides())
+                                      common=common_overrides(), jobs=jobs)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -50,6 +50,8 @@ _SMOKE = flags.DEFINE_bool("smoke", False, "Micro models, a few steps: checks th
 _GATE = flags.DEFINE_bool("gate", True, "Run the validity gate (a dense model and one with 8x "
                           "wider FFNs at the recipe's budget) before judging quality claims; "
                           "--nogate judges them unchecked.")
+_JOBS = flags.DEFINE_integer("jobs", None, "Runs trained at once, each in its own process "
+                             "(default: 2 at tiny size on 2+ cores, else 1).")
 _GATE_CACHE = flags.DEFINE_string("gate_cache", None, "Where the gate's runs are kept, shared "
                                   "by recipes with the same regime (default: $MOEJAX_GATE_CACHE "
                                   "or ~/.cache/moejax/gate).")
@@ -75,7 +77,8 @@ def main(argv):
         seeds = runs.parse_seeds(_SEEDS.value) if _SEEDS.value else None
         path, _ = run_recipe(load(_PAPER.value), _WORKDIR.value, size=_SIZE.value,
                              steps=_STEPS.value, seeds=seeds, smoke=_SMOKE.value,
-                             gate=_GATE.value, gate_cache=_GATE_CACHE.value, command=command)
+                             gate=_GATE.value, gate_cache=_GATE_CACHE.value, jobs=_JOBS.value,
+                             command=command)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

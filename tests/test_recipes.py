@@ -162,13 +162,18 @@ def _check_report(workdir, labels):
 def test_compare_command_writes_the_report(data_dir, tmp_path):
     workdir = str(tmp_path / "cmp")
     cmd = [sys.executable, "-m", "experiments.compare", "--configs=switch,dense",
-           f"--workdir={workdir}", "--steps=2",
+           f"--workdir={workdir}", "--steps=2", "--jobs=2",
            "--set=" + ",".join(f"{k}={v}" for k, v in {**recipe_lib.SMOKE,
                                                        "data.data_dir": data_dir}.items())]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     text = _check_report(workdir, ["switch", "dense"])
     assert "n/a (dense)" in text
+    # two runs at once, each in its own process with its progress in its own log
+    assert "training 2 runs, 2 at a time" in out.stdout + out.stderr
+    for label in ("switch", "dense"):
+        log = open(os.path.join(workdir, label, "seed_0", "train.log")).read()
+        assert "step 2/2" in log
     assert os.path.exists(os.path.join(workdir, "expert_load.png"))
     bad = subprocess.run(cmd[:3] + ["--configs=switch+moe.num_experts=0", "--steps=2",
                                     f"--workdir={tmp_path / 'bad'}"],

@@ -24,7 +24,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from experiments.recipes import runs as runs_lib
 from experiments.recipes import summary as summary_lib
@@ -99,24 +99,35 @@ def regime_key(config_json: str) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
-def measure(backbone: str, *, size: str, seed: int, common: Mapping[str, Any],
-            cache: Optional[str] = None, log=print) -> Gate:
-    """Trains (or finds in the cache) the gate's two runs and returns its figures."""
+@dataclasses.dataclass(frozen=True)
+class GatePlan:
+    """The gate's two training tasks at one regime, and how to read its figures after."""
+    backbone: str
+    directory: str
+    tasks: Tuple[runs_lib.Task, ...]
+    encoder_decoder: bool
+
+    def read(self) -> Gate:
+        wide, standard = (summary_lib.read_run(t.run_dir) for t in self.tasks)
+        return from_runs(self.backbone, standard, wide, self.encoder_decoder, self.directory)
+
+
+def plan(backbone: str, *, size: str, seed: int, common: Mapping[str, Any],
+         cache: Optional[str] = None) -> GatePlan:
+    """The gate's runs for a regime (validated; trained by runs.execute, once per regime: a
+    finished run in the cache is not trained again)."""
     specs = gate_runs(backbone, size, common)
     configs = runs_lib.build_configs(list(specs.values()), size=size, seeds=[seed],
                                      common=common)
     standard_config = configs[STANDARD, seed]
     directory = os.path.join(cache or default_cache(),
                              regime_key(standard_config.to_json_best_effort(sort_keys=True)))
-    log(f"validity gate: {backbone} ({size}, seed {seed}) -> {directory}")
-    results = {}
-    for label, run in specs.items():
-        run_dir = runs_lib.run_directory(directory, run, seed)
-        runs_lib.train_one(run, configs[label, seed], run_dir, size=size, seed=seed, log=log,
-                           prefix="[gate] ")
-        results[label] = summary_lib.read_run(run_dir)
-    return from_runs(backbone, results[STANDARD], results[WIDE],
-                     standard_config.model.arch == "encoder_decoder", directory)
+    # the wide run first: it takes longest
+    tasks = tuple(runs_lib.Task(specs[label], configs[label, seed],
+                                runs_lib.run_directory(directory, specs[label], seed), size,
+                                seed, "[gate] ") for label in (WIDE, STANDARD))
+    return GatePlan(backbone, directory, tasks,
+                    standard_config.model.arch == "encoder_decoder")
 
 
 def from_runs(backbone: str, standard: summary_lib.RunResult, wide: summary_lib.RunResult,

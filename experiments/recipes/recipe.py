@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from experiments.recipes import gate as gate_lib
@@ -75,6 +76,9 @@ class Recipe:
     # A recipe that is more than independent runs (upcycling) trains its arms itself:
     # train(recipe, workdir, size, seeds, common, log) -> {(label, seed): run directory}.
     train: Optional[Callable[..., Dict[Tuple[str, int], str]]] = None
+    # speed claims: the arms train one at a time on an otherwise idle machine (the gate's
+    # runs, which are not timed, may still share it)
+    timed: bool = False
 
 
 def overrides(recipe: Recipe, size: str, steps: Optional[int], smoke: bool) -> Dict[str, Any]:
@@ -89,25 +93,34 @@ def overrides(recipe: Recipe, size: str, steps: Optional[int], smoke: bool) -> D
 
 def run_recipe(recipe: Recipe, workdir: str, *, size: str = "tiny", steps: Optional[int] = None,
                seeds: Optional[Sequence[int]] = None, smoke: bool = False, gate: bool = True,
-               gate_cache: Optional[str] = None, command: str = "", log=print
-               ) -> Tuple[str, Verdict]:
+               gate_cache: Optional[str] = None, jobs: Optional[int] = None, command: str = "",
+               log=print) -> Tuple[str, Verdict]:
     """Trains the recipe's arms (and the validity gate's runs, unless gate=False) in workdir,
-    writes workdir/report.md and verdict.json."""
+    `jobs` runs at a time (None: runs.auto_jobs), writes workdir/report.md and verdict.json."""
+    started = time.perf_counter()
     arms = recipe.arms(size)
     if seeds or smoke:                     # the given seeds (or one, for a smoke run) for all
         arms = [dataclasses.replace(a, seeds=None) for a in arms]
     seeds = tuple(seeds) if seeds else ((recipe.seeds[0],) if smoke else recipe.seeds)
     common = overrides(recipe, size, steps, smoke)
+    jobs = runs.auto_jobs(size) if jobs is None else jobs
     log(f"{recipe.title}: {len(arms)} arms x {len(seeds)} seeds -> {workdir}")
-    runs.build_configs(arms, size=size, seeds=seeds, common=common)   # every error first
-    measured = gate_lib.measure(recipe.gate_backbone, size=size, seed=seeds[0], common=common,
-                                cache=gate_cache, log=log) if gate else None
-    if recipe.train is not None:
+    tasks, directories = runs.plan_runs(arms, workdir, size=size, seeds=seeds, common=common)
+    gate_plan = gate_lib.plan(recipe.gate_backbone, size=size, seed=seeds[0], common=common,
+                              cache=gate_cache) if gate else None
+    if gate_plan is not None:
+        log(f"validity gate: {recipe.gate_backbone} -> {gate_plan.directory}")
+    gate_tasks = list(gate_plan.tasks) if gate_plan else []
+    if recipe.train is not None:           # trained in stages by the recipe itself
+        runs.execute(gate_tasks, jobs=jobs, log=log)
         directories = recipe.train(recipe, workdir, size=size, seeds=seeds, common=common,
                                    log=log)
+    elif recipe.timed:
+        runs.execute(gate_tasks, jobs=jobs, log=log)
+        runs.execute(tasks, jobs=1, log=log)
     else:
-        directories = runs.train_runs(arms, workdir, size=size, seeds=seeds, common=common,
-                                      log=log)
+        runs.execute(gate_tasks + tasks, jobs=jobs, log=log)
+    measured = gate_plan.read() if gate_plan else None
     summaries = summary.summarize(directories, [a.label for a in arms])
     outcome = recipe.judge(summaries, measured)
     verdict = outcome.verdict
@@ -125,7 +138,8 @@ def run_recipe(recipe: Recipe, workdir: str, *, size: str = "tiny", steps: Optio
     with open(os.path.join(workdir, "verdict.json"), "w", encoding="utf-8") as f:
         json.dump({"recipe": recipe.name, "title": recipe.title, "claim": recipe.claim,
                    **dataclasses.asdict(verdict), "size": size, "smoke": smoke,
-                   "seeds": list(seeds), "command": command,
+                   "seeds": list(seeds), "command": command, "jobs": jobs,
+                   "wall_minutes": round((time.perf_counter() - started) / 60, 1),
                    "gate": None if measured is None else measured.to_json()}, f, indent=1)
     log(f"{recipe.name}: {verdict.outcome} ({verdict.why})")
     return path, verdict

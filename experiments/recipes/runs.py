@@ -229,17 +229,90 @@ def _has_checkpoint(run_dir: str) -> bool:
     return bool(os.path.isdir(os.path.join(run_dir, "checkpoints")) and steps(run_dir))
 
 
-def train_runs(runs: Sequence[Run], workdir: str, *, size: str, seeds: Sequence[int],
-               common: Mapping[str, Any], log=print) -> Dict[Tuple[str, int], str]:
-    """Trains every (run, seed) in workdir/<label>/seed_<s>; returns their directories."""
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One (arm, seed) to train in run_dir with its validated config."""
+    run: Run
+    config: ml_collections.ConfigDict
+    run_dir: str
+    size: str
+    seed: int
+    prefix: str = ""
+
+
+def plan_runs(runs: Sequence[Run], workdir: str, *, size: str, seeds: Sequence[int],
+              common: Mapping[str, Any]) -> Tuple[List[Task], Dict[Tuple[str, int], str]]:
+    """The tasks that train every (run, seed) in workdir/<label>/seed_<s>, and those
+    directories; nothing is trained."""
     configs = build_configs(runs, size=size, seeds=seeds, common=common)
     by_label = {r.label: r for r in runs}
-    directories = {}
+    tasks, directories = [], {}
     for i, ((label, seed), config) in enumerate(configs.items(), 1):
         run_dir = run_directory(workdir, by_label[label], seed)
         directories[label, seed] = run_dir
-        train_one(by_label[label], config, run_dir, size=size, seed=seed, log=log,
-                  prefix=f"[{i}/{len(configs)}] ")
+        tasks.append(Task(by_label[label], config, run_dir, size, seed,
+                          f"[{i}/{len(configs)}] "))
+    return tasks, directories
+
+
+def auto_jobs(size: str) -> int:
+    """Runs trained at once by default: two at tiny size on a machine with two or more cores
+    (XLA:CPU keeps about one core busy with a tiny model: two runs side by side train about
+    1.3× as many tokens per second in all), one otherwise (an accelerator runs one at a time)."""
+    return min(2, os.cpu_count() or 1) if size == "tiny" else 1
+
+
+def execute(tasks: Sequence[Task], *, jobs: int = 1, log=print) -> None:
+    """Trains the tasks, `jobs` at a time (each in its own process, its progress in
+    run_dir/train.log, when jobs > 1); an error in any stops the rest and is raised here."""
+    check(jobs >= 1, f"--jobs={jobs} must be >= 1")
+    if jobs == 1 or len(tasks) <= 1:
+        for task in tasks:
+            train_one(task.run, task.config, task.run_dir, size=task.size, seed=task.seed,
+                      log=log, prefix=task.prefix)
+        return
+    import concurrent.futures
+    import multiprocessing
+    import time
+    log(f"training {len(tasks)} runs, {jobs} at a time; each run's progress is in its "
+        f"train.log")
+    start = time.perf_counter()
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {pool.submit(_train_logged, task): task for task in tasks}
+        for future in concurrent.futures.as_completed(futures):
+            task = futures[future]
+            outcome = future.result()
+            log(f"{task.prefix}{task.run.label} (seed {task.seed}): {outcome} "
+                f"[{(time.perf_counter() - start) / 60:.1f} min] -> {task.run_dir}")
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def _train_logged(task: Task) -> str:
+    """train_one in a worker process, its output in run_dir/train.log; returns how it ended."""
+    import contextlib
+    os.makedirs(task.run_dir, exist_ok=True)
+    with open(os.path.join(task.run_dir, "train.log"), "a", encoding="utf-8") as f, \
+            contextlib.redirect_stderr(f), contextlib.redirect_stdout(f):
+        train_one(task.run, task.config, task.run_dir, size=task.size, seed=task.seed,
+                  prefix=task.prefix)
+    if is_diverged(task.run_dir):
+        return "diverged"
+    from moejax.train.logs import read_log
+    evals = [r for r in read_log(task.run_dir) if r["split"] == "eval"]
+    return f"final loss {evals[-1]['cross_entropy']:.4f}" if evals else "done"
+
+
+def train_runs(runs: Sequence[Run], workdir: str, *, size: str, seeds: Sequence[int],
+               common: Mapping[str, Any], jobs: int = 1, log=print
+               ) -> Dict[Tuple[str, int], str]:
+    """Trains every (run, seed) in workdir/<label>/seed_<s>; returns their directories."""
+    tasks, directories = plan_runs(runs, workdir, size=size, seeds=seeds, common=common)
+    execute(tasks, jobs=jobs, log=log)
     return directories
 
 
