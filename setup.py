@@ -13,6 +13,8 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["moejax", "moejax.*"]),
+    # the SentencePiece model the tiny encoder-decoder configs use (moejax/data/tokenizers.py)
+    package_data={"moejax.data": ["assets/*.model"]},
     install_requires=[
         "jax>=0.6.0",
         "flax>=0.11.0",

@@ -31,17 +31,20 @@ def setup() -> str:
     tiny = common.base()
     common.t5_backbone(tiny, "tiny", num_experts={"base": 1})
     optimizer = tiny.optimizer
+    t5_batch, decoder_batch = common.T5_TINY_BATCH, common.DECODER_TINY_BATCH
     return (f"Each recipe below ran with one command (shown in its section) at the `tiny` size: "
             f"T5-style encoder-decoder ({t5['layers']} + {t5['layers']} layers, d_model "
-            f"{t5['d_model']}, d_ff {t5['d_ff']}) or decoder-only ({decoder['layers']} layers) "
-            f"models on the embedded English corpus with byte tokens, batches of "
-            f"{common.TINY_BATCH[0]} × {common.TINY_BATCH[1]} tokens, Adafactor at a peak "
-            f"learning rate of {optimizer.learning_rate:g} with T5's inverse square root "
-            f"schedule ({optimizer.warmup_steps} warm-up steps), float32 on a 2-core CPU "
-            "(XLA:CPU). One seed unless a recipe says otherwise. These are small models trained "
-            "for minutes, so a claim that does not hold here may still hold at the papers' "
-            "scale; every verdict says why. `--size=base` runs the same recipe at the papers' "
-            "sizes on a pod.")
+            f"{t5['d_model']}, d_ff {t5['d_ff']}, batches of {t5_batch[0]} × {t5_batch[1]} "
+            f"tokens) or decoder-only ({decoder['layers']} layers, batches of "
+            f"{decoder_batch[0]} × {decoder_batch[1]} tokens) models on the embedded English "
+            f"corpus with byte tokens, Adafactor at a peak learning rate of "
+            f"{optimizer.learning_rate:g} with T5's inverse square root schedule "
+            f"({optimizer.warmup_steps} warm-up steps), float32 on a 2-core CPU (XLA:CPU), "
+            "seeds 0, 1 and 2 unless a recipe says otherwise. Quality claims are judged on "
+            "paired 95% intervals over the seeds, and only where the recipe's validity gate "
+            "passed. These are small models trained for minutes, so a claim that does not hold "
+            "here may still hold at the papers' scale; every verdict says why. `--size=base` "
+            "runs the same recipe at the papers' sizes on a pod.")
 
 
 def section(name: str, directory: str, images_dir: str, out_dir: str) -> str:

@@ -172,6 +172,17 @@ def test_sentencepiece_trained_on_corpus_text_round_trips(tmp_path):
     assert tokenizer.sentinel_id(0) == 309
 
 
+def test_shipped_sentencepiece_model_by_name():
+    """The tiny encoder-decoders' tokenizer: T5 ids (pad 0, eos 1, unk 2), 2000 pieces, whole
+    English words as single pieces, sentinels above them."""
+    tokenizer = SentencePieceTokenizer("moejax_english_2k", num_extra_ids=100)
+    assert (tokenizer.vocab_size, tokenizer.eos_id, tokenizer.pad_id) == (2100, 1, 0)
+    sentence = "And the King said unto Moses, the city of London."
+    ids = tokenizer.encode(sentence)
+    assert tokenizer.decode(ids) == sentence and len(ids) <= len(sentence.split()) * 2
+    assert ids.min() > 2 and ids.max() < 2000 and tokenizer.sentinel_id(0) == 2099
+
+
 def test_sentencepiece_missing_model_is_one_clear_error(tmp_path):
     config = default_data_config()
     config.tokenizer = "sentencepiece"

@@ -33,7 +33,7 @@ def micro(family, data_dir, steps=3, **train):
     config.data.update(data_dir=data_dir, seq_length=32, batch_size=4, shuffle_buffer_size=8)
     config.mesh.num_devices = 1          # the 8 virtual test devices are for the sharding tests
     config.train.update(num_steps=steps, log_every=1, eval_every=steps, eval_batches=1,
-                        checkpoint_every=steps, **train)
+                        checkpoint_every=steps, eval_encoder_information=False, **train)
     return config
 
 

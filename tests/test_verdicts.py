@@ -74,12 +74,14 @@ def test_runs_pair_by_seed_and_skip_diverged():
 ])
 def test_paired_part_reaches_each_outcome(moe, outcome):
     dense = _arm("dense", [3.0, 3.1, 2.9])
-    part = recipe_lib.paired_part(PASSING, "MoE beats dense (MoE − dense", _arm("m", moe), dense)
+    part = recipe_lib.paired_part(PASSING, "MoE beats dense", _arm("m", moe), dense,
+                                  "MoE − dense")
     verdict = recipe_lib.combine([part])
     assert verdict.outcome == outcome
-    assert "3 seeds" in verdict.why and "[" in verdict.why
+    assert verdict.why.endswith("MoE beats dense (MoE − dense " + paired.describe(
+        _arm("m", moe), dense) + ").") and "3 seeds" in verdict.why
     untested = recipe_lib.combine([recipe_lib.paired_part(FAILING, "MoE beats dense",
-                                                          _arm("m", moe), dense)])
+                                                          _arm("m", moe), dense, "MoE − dense")])
     assert untested.outcome == NOT_TESTABLE
     assert untested.why.startswith("Not testable at this budget: MoE beats dense")
 
@@ -137,6 +139,13 @@ def test_gate_runs_widen_the_ffn_and_log_encoder_information():
     assert dict(standard.overrides)["train.eval_encoder_information"] is True
     decoder = gate_lib.gate_runs("glam+model.moe_layout=none", "tiny", {})
     assert "train.eval_encoder_information" not in dict(decoder[gate_lib.STANDARD].overrides)
+    # the gate's own overrides win over the recipe's common ones (a smoke run's micro sizes)
+    plan = gate_lib.plan("dense", size="tiny", seed=3, cache="/nonexistent",
+                         common={"model.d_ff": 64, "train.eval_encoder_information": False})
+    configs = {t.run.label: t.config for t in plan.tasks}
+    assert configs[gate_lib.WIDE].model.d_ff == 512 and configs[gate_lib.STANDARD].model.d_ff == 64
+    assert all(c.train.eval_encoder_information and c.train.seed == 3 for c in configs.values())
+    assert plan.directory.startswith("/nonexistent/") and plan.encoder_decoder
     key = gate_lib.regime_key('{"b": 1, "a": [2]}')
     assert key == gate_lib.regime_key('{"a": [2], "b": 1}') != gate_lib.regime_key('{"a": 1}')
 

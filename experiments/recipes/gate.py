@@ -84,7 +84,9 @@ STANDARD, WIDE = "standard", f"d_ff x{WIDTH_FACTOR}"
 
 
 def gate_runs(backbone: str, size: str, common: Mapping[str, Any]) -> Dict[str, Run]:
-    """The standard dense run and the one with WIDTH_FACTOR× d_ff (encoder information logged)."""
+    """The standard dense run and the one with WIDTH_FACTOR× its d_ff, both logging encoder
+    information if they are encoder-decoders. Their overrides apply after `common` (e.g. a
+    smoke run's micro sizes): the wide run is always WIDTH_FACTOR× the standard one."""
     config = runs_lib.load_config(backbone, size, common)
     extra = (("train.eval_encoder_information", True),) if (
         config.model.arch == "encoder_decoder") else ()
@@ -117,8 +119,10 @@ def plan(backbone: str, *, size: str, seed: int, common: Mapping[str, Any],
     """The gate's runs for a regime (validated; trained by runs.execute, once per regime: a
     finished run in the cache is not trained again)."""
     specs = gate_runs(backbone, size, common)
-    configs = runs_lib.build_configs(list(specs.values()), size=size, seeds=[seed],
-                                     common=common)
+    configs = {}
+    for label, run in specs.items():         # the gate's overrides after the common ones
+        configs.update(runs_lib.build_configs([Run(label, backbone)], size=size, seeds=[seed],
+                                              common={**common, **dict(run.overrides)}))
     standard_config = configs[STANDARD, seed]
     directory = os.path.join(cache or default_cache(),
                              regime_key(standard_config.to_json_best_effort(sort_keys=True)))

@@ -61,7 +61,7 @@ def judge(summaries: List[Summary], gate: Optional[Gate] = None) -> Outcome:
                           f"within ±{NO_WORSE})", sel, f32, NO_WORSE, both_sides=True),
         (f"init 1.0 diverges ({len(init1.seeds) - len(init1.stable)}/{len(init1.seeds)} runs)",
          True) if len(init1.stable) < len(init1.seeds) else
-        paired_part(gate, "init 0.1 beats init 1.0 (init 0.1 − init 1.0)", init01, init1),
+        paired_part(gate, "init 0.1 beats init 1.0", init01, init1, "init 0.1 − init 1.0"),
         (f"init 1.0 varies more between seeds (std {fmt(spread[1], '.4f')} vs "
          f"{fmt(spread[0], '.4f')})", init_spread)])
     return Outcome(verdict, default_target(summaries), sections=(section,))

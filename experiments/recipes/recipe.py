@@ -40,7 +40,8 @@ NO_WORSE = 0.02
 SMOKE = {"model.d_model": 32, "model.num_heads": 2, "model.head_dim": 16, "model.d_ff": 64,
          "moe.hidden_dim": 64,
          "data.seq_length": 32, "data.batch_size": 4, "data.shuffle_buffer_size": 8,
-         "train.eval_batches": 1, "mesh.num_devices": 1}
+         "train.eval_batches": 1, "mesh.num_devices": 1,
+         "train.eval_encoder_information": False}     # one eval program to compile, not two
 SMOKE_STEPS = 2
 
 
@@ -164,10 +165,11 @@ def quality(gate: Optional[Gate], statement: str, ok: Optional[bool]):
 
 
 def paired_part(gate: Optional[Gate], statement: str, a: Summary, b: Summary,
-                field: str = "final_loss"):
+                difference: str, field: str = "final_loss"):
     """'a beats b' as a gated part: held if the paired 95% interval of a − b lies below 0,
-    did not hold if above, inconclusive if it contains 0 (its figures in the statement)."""
-    return quality(gate, f"{statement} ({paired.describe(a, b, field)})",
+    did not hold if above, inconclusive if it contains 0. The statement ends with
+    '(<difference> <mean> [<low>, <high>], <n> seeds)', difference naming a − b."""
+    return quality(gate, f"{statement} ({difference} {paired.describe(a, b, field)})",
                    paired.lower(a, b, field))
 
 

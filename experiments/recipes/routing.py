@@ -62,8 +62,8 @@ def judge(summaries: List[Summary], gate: Optional[Gate] = None) -> Outcome:
         + "\n\nThe dense model's FFN has d_ff units per token in every layer; top-2 families "
           "spend twice a top-1 family's expert FLOPs, so this is a side-by-side view, not an "
           "equal-compute race (see the switch and expert_choice recipes for those).")
-    parts = [paired_part(gate, f"{label} beats the dense model (MoE − dense", arm[label],
-                         arm[DENSE]) for label in FAMILIES.values()]
+    parts = [paired_part(gate, f"{label} beats the dense model", arm[label], arm[DENSE],
+                         "MoE − dense") for label in FAMILIES.values()]
     return Outcome(combine(parts), default_target(summaries), sections=(section,))
 
 

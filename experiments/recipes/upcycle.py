@@ -114,9 +114,9 @@ def judge(summaries: List[Summary], gate: Optional[Gate] = None) -> Outcome:
            f"{extra:.0f} of its extra steps."))
     verdict = combine([
         paired_part(gate, "the upcycled MoE beats continued dense training for the same extra "
-                          "steps (upcycled − continued", up, cont),
-        paired_part(gate, "the upcycled MoE beats the MoE trained from scratch for those steps "
-                          "(upcycled − scratch", up, scratch)])
+                          "steps", up, cont, "upcycled − continued"),
+        paired_part(gate, "the upcycled MoE beats the MoE trained from scratch for those steps",
+                    up, scratch, "upcycled − scratch")])
     return Outcome(verdict, target, "the continued dense model's final loss", (section,))
 
 

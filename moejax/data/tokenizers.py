@@ -8,6 +8,7 @@ pad/eos/unk and byte b is id b + 3.
 
 from __future__ import annotations
 
+import os
 from typing import Iterable, Optional
 
 import numpy as np
@@ -15,6 +16,22 @@ import numpy as np
 from moejax.errors import ConfigError, check
 
 PAD_ID = 0
+
+# SentencePiece models shipped with moejax, by the name data.spm_model_path may give instead of
+# a path. moejax_english_2k: unigram, 2000 pieces (pad 0, eos 1, unk 2, no bos), trained on the
+# whole train split of the embedded corpus with
+#   python -m experiments.train_tokenizer --output_prefix=moejax_english_2k --vocab_size=2000 \
+#       --input_sentence_size=0
+# (sentencepiece 0.2). The tiny encoder-decoder configs use it (see configs/common.py).
+BUILTIN_SPM_MODELS = ("moejax_english_2k",)
+
+
+def spm_model_file(model_path: str) -> str:
+    """The file of a data.spm_model_path: a built-in model's name or a path as given."""
+    if model_path in BUILTIN_SPM_MODELS:
+        return os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets",
+                            model_path + ".model")
+    return model_path
 
 
 class ByteTokenizer:
@@ -50,7 +67,8 @@ class ByteTokenizer:
 class SentencePieceTokenizer:
     """A SentencePiece model (e.g. T5's 32k vocabulary) plus num_extra_ids sentinels.
 
-    model_path may be local or any path etils.epath reads (gs:// with gcsfs installed).
+    model_path may be local or any path etils.epath reads (gs:// with gcsfs installed), or the
+    name of a model shipped with moejax (BUILTIN_SPM_MODELS).
     """
 
     pad_id = PAD_ID
@@ -63,7 +81,7 @@ class SentencePieceTokenizer:
         check(bool(model_path),
               "data.spm_model_path is empty: set it to a SentencePiece .model file (train one "
               "with `python -m experiments.train_tokenizer`) or use data.tokenizer='byte'")
-        path = epath.Path(model_path)
+        path = epath.Path(spm_model_file(model_path))
         check(path.exists(), f"data.spm_model_path={model_path!r} does not exist: train one with "
                              f"`python -m experiments.train_tokenizer` or fix the path")
         self._sp = spm.SentencePieceProcessor(model_proto=path.read_bytes())
