@@ -25,7 +25,7 @@ works, in a minute or two, and gives no verdict). Re-running resumes: finished a
 Before judging quality, each recipe runs the validity gate (experiments/recipes/gate.py) at
 its backbone and budget: a dense model against one with 8x wider FFNs (the width gain must be
 >= 0.05 nats) and, for encoder-decoders, the loss with encoders shuffled across the batch
-(the encoder information must be >= 0.3 nats). Where it fails, quality claims read "not
+(the encoder information must be >= 0.3 nats half-way and at the end). Where it fails, quality claims read "not
 testable at this budget". Quality claims are judged on paired 95% intervals over seeds.
 WORKDIR/report.md holds the tables, the plots and a verdict line (held / did not hold /
 inconclusive / not testable at this budget, and why); WORKDIR/verdict.json the same as data.

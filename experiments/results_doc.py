@@ -28,8 +28,9 @@ flags.mark_flag_as_required("runs")
 def setup() -> str:
     """The setup paragraph, from the tiny sizes in configs/common.py."""
     t5, decoder = common.T5_SIZES["tiny"], common.DECODER_SIZES["tiny"]
-    tiny = common.base()
+    tiny, lm = common.base(), common.base()
     common.t5_backbone(tiny, "tiny", num_experts={"base": 1})
+    common.decoder_backbone(lm, "tiny", num_experts={"base": 1})
     optimizer = tiny.optimizer
     t5_batch, decoder_batch = common.T5_TINY_BATCH, common.DECODER_TINY_BATCH
     return (f"Each recipe below ran with one command (shown in its section) at the `tiny` size: "
@@ -37,9 +38,11 @@ def setup() -> str:
             f"{t5['d_model']}, d_ff {t5['d_ff']}, batches of {t5_batch[0]} × {t5_batch[1]} "
             f"tokens) or decoder-only ({decoder['layers']} layers, batches of "
             f"{decoder_batch[0]} × {decoder_batch[1]} tokens) models on the embedded English "
-            f"corpus with byte tokens, Adafactor at a peak learning rate of "
-            f"{optimizer.learning_rate:g} with T5's inverse square root schedule "
-            f"({optimizer.warmup_steps} warm-up steps), float32 on a 2-core CPU (XLA:CPU), "
+            f"corpus (encoder-decoders on the shipped SentencePiece model "
+            f"`{tiny.data.spm_model_path}`, decoder-only models on bytes), Adafactor at a peak "
+            f"learning rate of {optimizer.learning_rate:g} with T5's inverse square root "
+            f"schedule, constant for the first {optimizer.warmup_steps} steps (encoder-decoders) "
+            f"or {lm.optimizer.warmup_steps} (decoder-only), float32 on a 2-core CPU (XLA:CPU), "
             "seeds 0, 1 and 2 unless a recipe says otherwise. Quality claims are judged on "
             "paired 95% intervals over the seeds, and only where the recipe's validity gate "
             "passed. These are small models trained for minutes, so a claim that does not hold "

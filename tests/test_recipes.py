@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -254,3 +255,36 @@ def test_stored_config_matches_unless_a_value_differs():
     removed = json.loads(json.dumps(now))
     del removed["moe"]["router_init_std"]
     assert not runs.same_config(as_json(now), as_json(removed))
+
+
+_ORPHAN_SCRIPT = '''
+import multiprocessing, os, signal, sys, time
+sys.path.insert(0, {root!r})
+
+def worker(marker):
+    from experiments.recipes import runs
+    runs._stop_with_parent()
+    signal.signal(signal.SIGTERM, lambda *_: (open(marker, "w").close(), os._exit(0)))
+    open(marker + ".ready", "w").close()
+    time.sleep(60)
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("spawn")
+    ctx.Process(target=worker, args=({marker!r},)).start()
+    while not os.path.exists({marker!r} + ".ready"):
+        time.sleep(0.1)
+    os._exit(0)             # the parent dies without stopping its worker
+'''
+
+
+def test_workers_stop_when_their_parent_is_gone(tmp_path):
+    """A comparison's worker processes get SIGTERM (the trainer saves and exits) once the
+    process that started them has gone, e.g. killed: no orphaned runs."""
+    marker = str(tmp_path / "stopped")
+    script = tmp_path / "parent.py"
+    script.write_text(_ORPHAN_SCRIPT.format(root=ROOT, marker=marker))
+    subprocess.run([sys.executable, str(script)], timeout=60, check=True)
+    deadline = time.time() + 20
+    while not os.path.exists(marker) and time.time() < deadline:
+        time.sleep(0.2)
+    assert os.path.exists(marker)

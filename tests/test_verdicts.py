@@ -12,7 +12,8 @@ from experiments.recipes import recipe as recipe_lib
 from experiments.recipes import summary
 from experiments.recipes.recipe import HELD, INCONCLUSIVE, NOT_HELD, NOT_TESTABLE
 
-PASSING = gate_lib.Gate("dense", width_gain=0.12, encoder_information=0.6, encoder_decoder=True)
+PASSING = gate_lib.Gate("dense", width_gain=0.12, encoder_information=0.6, encoder_decoder=True,
+                        encoder_information_midway=0.4)
 FAILING = gate_lib.Gate("dense", width_gain=0.012, encoder_information=0.036,
                         encoder_decoder=True)
 
@@ -50,7 +51,7 @@ def test_t_quantiles_match_scipy():
 def test_paired_interval_matches_scipy_and_hand_worked():
     a, b = [3.0, 3.1, 2.9], [3.2, 3.25, 3.1]
     diff = paired.paired_difference(a, b)
-    # d = (−0.2, −0.15, −0.2): mean −0.18333, sd 0.028868, half width 4.303 · sd / √3 = 0.07172
+    # d = (−0.2, −0.15, −0.2): mean −0.18333, sd 0.028868, half width 4.303·sd/√3 = 0.07172
     assert diff.mean == pytest.approx(-0.183333, abs=1e-6)
     assert diff.half_width == pytest.approx(0.07172, abs=1e-4)
     ci = stats.ttest_rel(a, b).confidence_interval(0.95)
@@ -115,17 +116,25 @@ def test_combine_priority():
 # --- the validity gate ----------------------------------------------------------------------
 
 def test_gate_figures_and_thresholds():
-    def gate(standard, wide, information, encoder_decoder=True, diverged=False):
+    def gate(standard, wide, information, midway=0.4, encoder_decoder=True, diverged=False):
+        curve = [(0, 0.0), (100, 0.1), (500, midway), (900, 0.9 * information),
+                 (1000, information)] if information is not None else []
         return gate_lib.from_runs(
-            "dense", _run(standard, 0, encoder_information=information),
+            "dense", _run(standard, 0, encoder_information=information, encoder_curve=curve),
             _run(wide, 0, diverged=diverged), encoder_decoder)
-    assert gate(2.40, 2.30, 0.5).passed                              # gain 0.10, info 0.5
+    ok = gate(2.40, 2.30, 0.5)                                       # gain 0.10, info 0.5
+    assert ok.passed and ok.encoder_information_midway == 0.4        # step 500 of 1000
     narrow = gate(2.40, 2.38, 0.5)
     assert narrow.width_gain == pytest.approx(0.02) and not narrow.passed
-    deaf = gate(2.40, 2.30, 0.036)
+    deaf = gate(2.40, 2.30, 0.036, midway=0.02)
     assert not deaf.passed and deaf.width_passed and not deaf.encoder_passed
-    assert "encoder information 0.036 nats (needs >= 0.3)" in deaf.text()
+    assert ("encoder information 0.036 nats at the end and 0.020 nats half-way (needs >= 0.3 "
+            "at both)") in deaf.text()
     assert "width gain (8× d_ff) 0.100 nats (needs >= 0.05)" in deaf.text()
+    # reads its encoder at the end, but only started after half the budget: arms that start
+    # later still would compare when they started, not what their FFNs add
+    late = gate(2.40, 2.30, 0.5, midway=0.1)
+    assert late.encoder_information == 0.5 and not late.encoder_passed and not late.passed
     decoder = gate(1.94, 1.84, None, encoder_decoder=False)          # no encoder to read
     assert decoder.passed and "encoder" not in decoder.text()
     lost = gate(2.40, 9.0, 0.5, diverged=True)

@@ -87,4 +87,4 @@ RECIPE = Recipe(
     claim="expert choice with capacity factor 2 reaches GShard top-2's perplexity in under "
           "half the training steps, with perfectly balanced experts and a variable number of "
           "experts per token; each GShard step is 20% slower.",
-    arms=arms, judge=judge, tiny_steps=1000, gate_backbone="dense")
+    arms=arms, judge=judge, tiny_steps=1200, gate_backbone="dense")

@@ -89,4 +89,4 @@ RECIPE = Recipe(
           "router to float32 (selective precision) keeps float32 quality at bfloat16 speed; "
           "initialising weights at 0.1× the default scale gives better and more consistent "
           "quality than 1.0×.",
-    arms=arms, judge=judge, tiny_steps=1000, gate_backbone="dense")
+    arms=arms, judge=judge, tiny_steps=1200, gate_backbone="dense")

@@ -97,14 +97,16 @@ def run_recipe(recipe: Recipe, workdir: str, *, size: str = "tiny", steps: Optio
                gate_cache: Optional[str] = None, jobs: Optional[int] = None, command: str = "",
                log=print) -> Tuple[str, Verdict]:
     """Trains the recipe's arms (and the validity gate's runs, unless gate=False) in workdir,
-    `jobs` runs at a time (None: runs.auto_jobs), writes workdir/report.md and verdict.json."""
+    `jobs` runs at a time (None: runs.auto_jobs, one for a smoke run), writes workdir/report.md
+    and verdict.json."""
     started = time.perf_counter()
     arms = recipe.arms(size)
     if seeds or smoke:                     # the given seeds (or one, for a smoke run) for all
         arms = [dataclasses.replace(a, seeds=None) for a in arms]
     seeds = tuple(seeds) if seeds else ((recipe.seeds[0],) if smoke else recipe.seeds)
     common = overrides(recipe, size, steps, smoke)
-    jobs = runs.auto_jobs(size) if jobs is None else jobs
+    if jobs is None:                       # micro smoke models gain nothing from two processes
+        jobs = 1 if smoke else runs.auto_jobs(size)
     log(f"{recipe.title}: {len(arms)} arms x {len(seeds)} seeds -> {workdir}")
     tasks, directories = runs.plan_runs(arms, workdir, size=size, seeds=seeds, common=common)
     gate_plan = gate_lib.plan(recipe.gate_backbone, size=size, seed=seeds[0], common=common,

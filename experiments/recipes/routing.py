@@ -74,4 +74,4 @@ RECIPE = Recipe(
           "Jiang et al. 2024 (Mixtral); DeepSeek-AI 2024 (V3); Puigcerver et al. 2023 (Soft MoE)",
     claim="each paper reports its sparse model beating a dense model of the same per-token "
           "compute; side by side on one backbone, every family should beat the dense baseline.",
-    arms=arms, judge=judge, tiny_steps=1000, gate_backbone="dense")
+    arms=arms, judge=judge, tiny_steps=1200, gate_backbone="dense")

@@ -292,9 +292,33 @@ def execute(tasks: Sequence[Task], *, jobs: int = 1, log=print) -> None:
     pool.shutdown()
 
 
+_WATCHED: List[int] = []          # this worker's parent, once its watcher runs
+
+
+def _stop_with_parent() -> None:
+    """In a worker: SIGTERM to itself once the process that started it has gone (killed, or
+    stopped by SIGTERM), so that a stopped comparison leaves no orphaned runs behind. The
+    trainer then saves a checkpoint and exits; re-running resumes from it. One watcher per
+    worker process, however many runs it trains."""
+    import signal
+    import threading
+    import time
+    if _WATCHED:
+        return
+    parent = os.getppid()
+    _WATCHED.append(parent)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _train_logged(task: Task) -> str:
     """train_one in a worker process, its output in run_dir/train.log; returns how it ended."""
     import contextlib
+    _stop_with_parent()
     os.makedirs(task.run_dir, exist_ok=True)
     with open(os.path.join(task.run_dir, "train.log"), "a", encoding="utf-8") as f, \
             contextlib.redirect_stderr(f), contextlib.redirect_stdout(f):

@@ -72,4 +72,4 @@ RECIPE = Recipe(
     claim="the router z-loss (c_z = 1e-3) stabilises training without hurting quality: 3/3 "
           "stable runs at −1.741 against 4/6 at −1.755 without it, under an aggressive "
           "setting; it keeps the router logits small.",
-    arms=arms, judge=judge, tiny_steps=1000, gate_backbone="st_moe+model.moe_layout=none")
+    arms=arms, judge=judge, tiny_steps=1200, gate_backbone="st_moe+model.moe_layout=none")

@@ -14,7 +14,8 @@ Per run (one seed):
                       batches of the last evaluation, mean over MoE layers
   router_z            mean logsumexp² of the router logits (ST-MoE), second half of training
   encoder_information validation cross-entropy with encoders shuffled across the batch minus
-                      the plain one, last evaluation (encoder-decoder runs that log it)
+                      the plain one, last evaluation (encoder-decoder runs that log it);
+                      encoder_curve: (step, that) at every evaluation
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class RunResult:
     encoder_information: Optional[float] = None    # nats/target token read from the encoder
     seed: Optional[int] = None                     # train.seed (None: not recorded)
     encoder_decoder: bool = False                  # model.arch, from the stored config
+    encoder_curve: List[Tuple[int, float]] = dataclasses.field(default_factory=list)
 
     @property
     def has_moe(self) -> bool:
@@ -142,6 +144,8 @@ def read_run(directory: str) -> RunResult:
         experts_per_token=(np.mean(np.atleast_2d(last_eval["moe/experts_per_token"]), axis=0)
                            if "moe/experts_per_token" in last_eval else None),
         encoder_information=last_eval.get("encoder_information"),
+        encoder_curve=[(r["step"], r["encoder_information"]) for r in evals
+                       if "encoder_information" in r],
         seed=spec["seed"],
         encoder_decoder=_arch(spec) == "encoder_decoder",
     )

@@ -61,7 +61,7 @@ ENCODER_FEATURES = ("encoder_input_tokens", "encoder_segment_ids", "encoder_posi
 def shuffle_encoder(batch: Mapping[str, jax.Array]) -> Dict[str, jax.Array]:
     """The batch with every row's encoder inputs (tokens, segments, positions) taken from the
     row before it (a cyclic shift along the batch, so no row keeps its own for B >= 2): each
-    decoder then reads the encoder of another example. See `encoder_information`."""
+    decoder then reads the encoder of another example (encoder information, trainer.evaluate)."""
     return {k: jnp.roll(v, 1, axis=0) if k in ENCODER_FEATURES else v for k, v in batch.items()}
 
 
