@@ -70,10 +70,9 @@ def half_step_difference(ec: Summary, top2: Summary) -> Optional[paired.PairedDi
     """Per seed, expert choice's validation loss at half of top-2's steps (linear between
     evaluations) minus top-2's final loss; their paired 95% interval. Below 0: expert choice
     needed under half the steps to reach top-2's quality."""
-    ours = {r.seed if r.seed is not None else i: r for i, r in enumerate(ec.seeds)}
-    pairs = [(ours[key], r) for i, r in enumerate(top2.seeds)
-             if (key := r.seed if r.seed is not None else i) in ours
-             and not r.diverged and not ours[key].diverged and r.eval_curve
+    ours = paired.by_seed(ec)
+    pairs = [(ours[key], r) for key, r in paired.by_seed(top2).items()
+             if key in ours and not r.diverged and not ours[key].diverged and r.eval_curve
              and ours[key].eval_curve and r.final_loss is not None]
     if not pairs:
         return None

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from experiments.recipes.summary import Summary
+from experiments.recipes.summary import RunResult, Summary
 
 # Two-sided 95% quantiles of Student's t, t(0.975, df), df = 1..30 (to 3 decimals, as printed in
 # any statistics table; tests check them against scipy). Beyond 30 the normal 1.960 is used.
@@ -79,14 +79,17 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> PairedDifferenc
     return PairedDifference(float(np.mean(d)), half, int(d.size))
 
 
+def by_seed(s: Summary) -> Dict[int, RunResult]:
+    """An arm's runs by seed (by position where seeds are not recorded), for pairing."""
+    return {(r.seed if r.seed is not None else i): r for i, r in enumerate(s.seeds)}
+
+
 def paired_runs(a: Summary, b: Summary, field: str = "final_loss"
                 ) -> Optional[PairedDifference]:
     """The paired difference of a field between two arms over the seeds both ran stably
     (paired by seed; by position where seeds are not recorded); None without any pair."""
-    def keyed(s: Summary):
-        return {(r.seed if r.seed is not None else i): r for i, r in enumerate(s.seeds)}
-    ka, kb = keyed(a), keyed(b)
-    pairs = [(ka[k], kb[k]) for k in sorted(set(ka) & set(kb), key=str)
+    ka, kb = by_seed(a), by_seed(b)
+    pairs = [(ka[k], kb[k]) for k in sorted(set(ka) & set(kb))
              if not ka[k].diverged and not kb[k].diverged
              and getattr(ka[k], field) is not None and getattr(kb[k], field) is not None]
     if not pairs:

@@ -65,10 +65,10 @@ def judge(summaries: List[Summary], gate: Optional[Gate] = None) -> Outcome:
 def seed_speedups(moe: Summary, dense: Summary) -> List[Optional[float]]:
     """Per seed both ran stably: dense steps to its own final loss / MoE steps to it (None
     where the MoE never reached it)."""
-    ours = {r.seed if r.seed is not None else i: r for i, r in enumerate(moe.seeds)}
+    ours = paired.by_seed(moe)
     out = []
-    for i, d in enumerate(dense.seeds):
-        m = ours.get(d.seed if d.seed is not None else i)
+    for key, d in paired.by_seed(dense).items():
+        m = ours.get(key)
         if m is None or m.diverged or d.diverged or d.final_loss is None:
             continue
         steps = m.steps_to(d.final_loss)
