@@ -6,20 +6,32 @@ Every config field can be overridden, e.g. --config.moe.num_experts=16
 --config.train.num_steps=2000. Re-running with the same --workdir resumes from its latest
 checkpoint. Writes checkpoints, metrics.jsonl, TensorBoard events and PNG plots to --workdir.
 
+SIGTERM or Ctrl-C saves a checkpoint after the current step and exits 0 (a second Ctrl-C
+stops at once); a second run on a workdir in use refuses with one line naming the holder.
+
 Several devices: --config.mesh.{data,fsdp,expert,model} (default: data-parallel over all).
 Several hosts (TPU pod, SLURM, or any cluster): run the same command on every host with
 --distributed (auto-detects TPU pods and SLURM), or with --coordinator_address=HOST:PORT
 --num_processes=N --process_id=I. See docs/LAUNCH.md.
 """
 
-import sys
+import signal
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+# Stop requests during start-up (importing JAX takes seconds) are recorded from here on and
+# handed to the trainer's handler: the run then exits cleanly before its first step.
+_EARLY_STOPS = []
+for _signum in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(_signum, lambda signum, frame: _EARLY_STOPS.append(signum))
 
-from experiments import distributed_flags
-from moejax.errors import ConfigError
-from moejax.train.trainer import TrainingDiverged, train_and_evaluate
+import sys  # noqa: E402
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from experiments import distributed_flags  # noqa: E402
+from moejax.errors import ConfigError  # noqa: E402
+from moejax.train.stop import STOP  # noqa: E402
+from moejax.train.trainer import TrainingDiverged, train_and_evaluate  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<family>.py:<size>",
                                           lock_config=True)
@@ -30,12 +42,19 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)     # orbax logs every file it writes at INFO
+    STOP.install()
+    for signum in _EARLY_STOPS:
+        STOP.request(signum)
     try:
         distributed_flags.join_if_asked()
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except (ConfigError, TrainingDiverged) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:                  # a second Ctrl-C: no time to save
+        print("interrupted by a second Ctrl-C: stopped without saving (the last checkpoint "
+              "is kept)", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

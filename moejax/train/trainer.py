@@ -11,11 +11,11 @@
 from __future__ import annotations
 
 import math
-import signal
 import time
 from typing import Any, Dict
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from etils import epath
 from flax import nnx
@@ -27,40 +27,24 @@ from moejax.parallel import global_batch, shard_model, shard_optimizer
 from moejax.train import plots
 from moejax.train.checkpoint import Checkpointer
 from moejax.train.config import resolve
-from moejax.train.logs import MetricsLog, NoLog, Progress
+from moejax.train.logs import MetricsLog, NoLog, Progress, is_remote
 from moejax.train.mesh import describe, training_mesh
 from moejax.train.optimizer import make_optimizer
 from moejax.train.step import eval_step, train_step
+from moejax.train.stop import STOP
+from moejax.train.workdir_lock import WorkdirLock
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or Inf; the last good checkpoint is kept."""
+    """The loss, gradients or state became NaN or Inf; the last good checkpoint is kept."""
 
 
-class _Preemption:
-    """Turns SIGTERM (TPU preemption, scheduler stop) into a flag the loop checks each step."""
-
-    def __init__(self):
-        self.requested = False
-        self.previous = None
-
-    def __enter__(self):
-        self.previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def agreed(self) -> bool:
-        """Whether any process got SIGTERM: all of them must save (a collective) together,
-        and they receive the signal at different steps."""
-        if jax.process_count() == 1:
-            return self.requested
-        flags = multihost_utils.process_allgather(np.array([self.requested], np.int32))
-        return bool(np.any(flags))
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGTERM, self.previous)
+@jax.jit
+def all_finite(tree) -> jax.Array:
+    """Whether every floating-point leaf of tree is finite (a scalar bool)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 def count_params(model: nnx.Module) -> int:
@@ -119,7 +103,12 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     model_cfg = resolve(config, tokenizer.vocab_size)       # every config error before compiling
     mesh = training_mesh(config, model_cfg)
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-    with jax.set_mesh(mesh), Checkpointer(workdir, config.train.keep_checkpoints) as checkpoints:
+    lock = WorkdirLock(workdir, enabled=jax.process_index() == 0 and not is_remote(workdir))
+    with STOP, lock, jax.set_mesh(mesh), \
+            Checkpointer(workdir, config.train.keep_checkpoints) as checkpoints:
+        if lock.stale:
+            Progress.show(f"took over the lock of process {lock.stale.get('pid')}, which is "
+                          f"no longer running")
         return _train(config, workdir, model_cfg, mesh, checkpoints)
 
 
@@ -158,50 +147,63 @@ def _train(config, workdir: str, model_cfg, mesh, checkpoints: Checkpointer) -> 
     saved = {"step": step}
 
     def save(step):
-        if saved["step"] != step:
-            checkpoints.save(step, model, optimizer, train_data.get_state(), config_json)
-            saved["step"] = step
+        if saved["step"] == step:
+            return
+        if not bool(all_finite((nnx.state(model), nnx.state(optimizer)))):
+            last = checkpoints.latest_step()
+            raise TrainingDiverged(
+                f"the parameters or optimizer state are not finite after step {step}; not "
+                f"saved. The last good checkpoint is {'step ' + str(last) if last else 'none'} "
+                f"in {checkpoints.directory}; lower optimizer.learning_rate")
+        checkpoints.save(step, model, optimizer, train_data.get_state(), config_json)
+        saved["step"] = step
 
+    if STOP.agreed():
+        Progress.show(f"{STOP.signal_name} during start-up: stopped before training; "
+                      f"{'step ' + str(step) if step else 'nothing'} saved in "
+                      f"{checkpoints.directory}")
+        log.close()
+        return last_eval
     if step == 0 or fresh_log:                               # the starting value, for reference
         last_eval = evaluate(model, config, float(t.z_loss), mesh)
         log.write(step, "eval", last_eval)
         Progress.show(f"eval at step {step}: cross-entropy {last_eval['cross_entropy']:.4f}")
     train_seconds = log.last("train_seconds", 0.0)
     first = True
-    with _Preemption() as preemption:
-        while step < t.num_steps:
-            batch = global_batch(next(train_data), mesh)
-            start = time.perf_counter()
-            metrics = train_step(model, optimizer, batch, float(t.z_loss))
-            step += 1
-            loss = float(metrics["loss"])                   # waits for the step to finish
-            grad_norm = float(metrics["grad_norm"])
-            if not first:
-                train_seconds += time.perf_counter() - start
-            first = False
-            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                last = checkpoints.latest_step()
-                raise TrainingDiverged(
-                    f"loss is {loss} (gradient norm {grad_norm}) at step {step}; stopped "
-                    f"without saving. The last good "
-                    f"checkpoint is {'step ' + str(last) if last else 'none'} in "
-                    f"{checkpoints.directory}; lower optimizer.learning_rate or add "
-                    f"moe.router_z_loss")
-            if step % t.log_every == 0 or step == t.num_steps:
-                log.write(step, "train", {**metrics, "train_seconds": train_seconds})
-                Progress.show(progress.line(step, loss))
-            if step % t.eval_every == 0 or step == t.num_steps:
-                last_eval = evaluate(model, config, float(t.z_loss), mesh)
-                log.write(step, "eval", last_eval)
-                Progress.show(f"eval at step {step}: cross-entropy "
-                              f"{last_eval['cross_entropy']:.4f}")
-            if step % t.checkpoint_every == 0 or step == t.num_steps:
-                save(step)
-            if preemption.agreed():
-                save(step)
-                Progress.show(f"SIGTERM: saved step {step} to {checkpoints.directory}; exiting")
-                log.close()
-                return last_eval
+    while step < t.num_steps:
+        batch = global_batch(next(train_data), mesh)
+        start = time.perf_counter()
+        metrics = train_step(model, optimizer, batch, float(t.z_loss))
+        step += 1
+        loss = float(metrics["loss"])                   # waits for the step to finish
+        grad_norm = float(metrics["grad_norm"])
+        if not first:
+            train_seconds += time.perf_counter() - start
+        first = False
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            last = checkpoints.latest_step()
+            raise TrainingDiverged(
+                f"loss is {loss} (gradient norm {grad_norm}) at step {step}; stopped "
+                f"without saving. The last good "
+                f"checkpoint is {'step ' + str(last) if last else 'none'} in "
+                f"{checkpoints.directory}; lower optimizer.learning_rate or add "
+                f"moe.router_z_loss")
+        if step % t.log_every == 0 or step == t.num_steps:
+            log.write(step, "train", {**metrics, "train_seconds": train_seconds})
+            Progress.show(progress.line(step, loss))
+        if step % t.eval_every == 0 or step == t.num_steps:
+            last_eval = evaluate(model, config, float(t.z_loss), mesh)
+            log.write(step, "eval", last_eval)
+            Progress.show(f"eval at step {step}: cross-entropy "
+                          f"{last_eval['cross_entropy']:.4f}")
+        if step % t.checkpoint_every == 0 or step == t.num_steps:
+            save(step)
+        if STOP.agreed():
+            save(step)
+            Progress.show(f"{STOP.signal_name}: saved step {step} to "
+                          f"{checkpoints.directory}; exiting")
+            log.close()
+            return last_eval
     log.close()
     if jax.process_index() == 0:
         written = plots.plot_run(workdir)

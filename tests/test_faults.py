@@ -1,0 +1,192 @@
+"""Fault cases: every failure stops with one line, never poisons or loses a checkpoint, and
+no run can trample another (issue: reliability). Micro models on the embedded corpus."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from moejax.errors import ConfigError
+from moejax.train import trainer
+from moejax.train.checkpoint import Checkpointer
+from moejax.train.logs import read_log
+from moejax.train.stop import STOP
+from moejax.train.workdir_lock import LOCK_NAME, WorkdirBusy, WorkdirLock
+from test_train import ROOT, micro
+
+
+def test_nan_stops_training_and_keeps_the_last_checkpoint(data_dir, tmp_path, monkeypatch):
+    real_step = trainer.train_step
+    calls = {"n": 0}
+
+    def poisoned(model, optimizer, batch, z_loss):
+        calls["n"] += 1
+        metrics = real_step(model, optimizer, batch, z_loss)
+        if calls["n"] == 3:
+            metrics = {**metrics, "loss": float("nan")}
+        return metrics
+
+    monkeypatch.setattr(trainer, "train_step", poisoned)
+    config = micro("glam", data_dir, steps=5)
+    config.train.update(checkpoint_every=2, eval_every=5)
+    with pytest.raises(trainer.TrainingDiverged,
+                       match=r"loss is nan \(gradient norm .*\) at step 3.*step 2"):
+        trainer.train_and_evaluate(config, str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+    monkeypatch.setattr(trainer, "train_step", real_step)
+    trainer.train_and_evaluate(config, str(tmp_path))             # resumes from step 2
+    assert [r["step"] for r in read_log(str(tmp_path)) if r["split"] == "train"] == [1, 2, 3, 4, 5]
+
+
+def test_bad_config_fails_before_compiling_and_keeps_checkpoints(data_dir, tmp_path):
+    trainer.train_and_evaluate(micro("glam", data_dir, steps=2), str(tmp_path))
+    for field, value, message in [
+            ("moe", dict(num_selected_experts=9), r"moe\.num_selected_experts=9"),
+            ("moe", dict(router="top3"), r"moe\.router='top3'"),
+            ("model", dict(num_heads=3, head_dim=None), r"model\.d_model=32 must be divisible"),
+            ("data", dict(seq_length=1), r"data\.seq_length=1"),
+            ("optimizer", dict(name="sgd"), r"optimizer\.name='sgd'"),
+            ("train", dict(eval_every=0), r"train\.eval_every=0")]:
+        config = micro("glam", data_dir, steps=4)
+        config[field].update(value)
+        with pytest.raises(ConfigError, match=message) as err:
+            trainer.train_and_evaluate(config, str(tmp_path))
+        assert "\n" not in str(err.value)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+
+
+def test_corrupt_checkpoint_gives_one_clear_line(data_dir, tmp_path):
+    trainer.train_and_evaluate(micro("glam", data_dir, steps=2), str(tmp_path))
+    state_dir = tmp_path / "checkpoints" / "2" / "state"
+    for root, _, files in os.walk(state_dir):
+        for name in files:
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(b"garbage")
+    with pytest.raises(ConfigError, match=r"checkpoint .*2 cannot be restored") as err:
+        trainer.train_and_evaluate(micro("glam", data_dir, steps=4), str(tmp_path))
+    assert "\n" not in str(err.value)
+
+
+def test_a_state_that_is_not_finite_is_never_saved(data_dir, tmp_path, monkeypatch):
+    """The loss is computed before the update: a step can leave NaN weights behind a finite
+    loss (a learning rate of inf does). Its checkpoint must not be written."""
+    real_step = trainer.train_step
+    calls = {"n": 0}
+
+    def poisoning(model, optimizer, batch, z_loss):
+        calls["n"] += 1
+        metrics = real_step(model, optimizer, batch, z_loss)
+        if calls["n"] == 2:
+            params = nnx.state(model, nnx.Param)
+            nnx.update(model, jax.tree.map(lambda x: x * jnp.nan, params))
+        return metrics
+
+    monkeypatch.setattr(trainer, "train_step", poisoning)
+    config = micro("glam", data_dir, steps=3)
+    config.train.update(checkpoint_every=1, eval_every=3)
+    with pytest.raises(trainer.TrainingDiverged,
+                       match=r"not finite after step 2; not saved\. The last good checkpoint "
+                             r"is step 1") as err:
+        trainer.train_and_evaluate(config, str(tmp_path))
+    assert "\n" not in str(err.value)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1"]
+    monkeypatch.setattr(trainer, "train_step", real_step)
+    result = trainer.train_and_evaluate(config, str(tmp_path))   # resumes from the finite step 1
+    assert np.isfinite(result["cross_entropy"])
+    with Checkpointer(str(tmp_path), 3) as checkpoints:
+        assert checkpoints.latest_step() == 3
+
+
+def test_the_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
+    with WorkdirLock(str(tmp_path)) as first:
+        assert first.held
+        with pytest.raises(WorkdirBusy, match=rf"in use by process {os.getpid()} on host "
+                                              rf"{socket.gethostname()}"):
+            WorkdirLock(str(tmp_path)).acquire()
+    assert not os.path.exists(tmp_path / LOCK_NAME)                # released on exit
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with open(tmp_path / LOCK_NAME, "w") as f:                       # left by a kill -9
+        json.dump({"host": socket.gethostname(), "pid": dead.pid, "started": "x"}, f)
+    with WorkdirLock(str(tmp_path)) as lock:
+        assert lock.held and lock.stale["pid"] == dead.pid
+    with open(tmp_path / LOCK_NAME, "w") as f:                       # another machine's
+        json.dump({"host": "elsewhere", "pid": 1, "started": "x"}, f)
+    with pytest.raises(WorkdirBusy, match=r"host elsewhere .*if that run is dead, delete"):
+        WorkdirLock(str(tmp_path)).acquire()
+
+
+def test_a_second_run_on_a_busy_workdir_refuses_before_building(data_dir, tmp_path):
+    trainer.train_and_evaluate(micro("glam", data_dir, steps=1), str(tmp_path))
+    before = read_log(str(tmp_path))
+    with open(tmp_path / LOCK_NAME, "w") as f:                       # a live run: our parent
+        json.dump({"host": socket.gethostname(), "pid": os.getppid(), "started": "x"}, f)
+    with pytest.raises(WorkdirBusy, match=rf"process {os.getppid()}") as err:
+        trainer.train_and_evaluate(micro("glam", data_dir, steps=2), str(tmp_path))
+    assert "\n" not in str(err.value)
+    assert read_log(str(tmp_path)) == before                         # nothing appended
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1"]
+
+
+def test_sigterm_saves_after_the_step_and_returns(data_dir, tmp_path, monkeypatch):
+    real_step = trainer.train_step
+    calls = {"n": 0}
+
+    def preempted(*args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(*args)
+
+    monkeypatch.setattr(trainer, "train_step", preempted)
+    handler = signal.getsignal(signal.SIGTERM)
+    config = micro("glam", data_dir, steps=100)
+    config.train.update(checkpoint_every=100, eval_every=100)
+    trainer.train_and_evaluate(config, str(tmp_path))
+    assert [r["step"] for r in read_log(str(tmp_path)) if r["split"] == "train"] == [1, 2]
+    assert os.listdir(tmp_path / "checkpoints") == ["2"]
+    assert signal.getsignal(signal.SIGTERM) == handler                  # restored on return
+
+
+def test_a_stop_during_start_up_trains_nothing(data_dir, tmp_path):
+    with STOP:
+        STOP.request(signal.SIGTERM)
+        trainer.train_and_evaluate(micro("glam", data_dir, steps=3), str(tmp_path))
+    assert not os.listdir(tmp_path / "checkpoints")
+    assert [r for r in read_log(str(tmp_path)) if r["split"] == "train"] == []
+    assert not STOP.requested                                         # reset when uninstalled
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "experiments.train", "--config=configs/glam.py:tiny",
+           "--config.model.num_layers=2",
+           f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
+           "--config.data.seq_length=32", "--config.data.batch_size=4",
+           "--config.mesh.num_devices=1",
+           "--config.data.shuffle_buffer_size=8",
+           "--config.model.d_model=32", "--config.model.num_heads=2", "--config.model.head_dim=16",
+           "--config.model.d_ff=64", "--config.moe.hidden_dim=32",
+           "--config.train.num_steps=100000", "--config.train.log_every=1",
+           "--config.train.checkpoint_every=100000", "--config.train.eval_every=100000"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if line.startswith("step 3/"):
+            proc.send_signal(signal.SIGINT)
+            break
+    _, rest = proc.communicate(timeout=120)
+    assert proc.returncode == 0, "".join(lines) + rest
+    assert "SIGINT: saved step" in rest and "Traceback" not in rest
+    saved = os.listdir(workdir / "checkpoints")
+    assert len(saved) == 1 and int(saved[0]) >= 3
+    assert not os.path.exists(workdir / LOCK_NAME)
