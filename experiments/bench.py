@@ -24,6 +24,8 @@ import tempfile
 
 from absl import app, flags
 
+from experiments import cli
+
 SUITES = ("layer", "step", "comm", "compile", "memory")
 # Suites that need several devices: on CPU they run with 8 virtual ones.
 NEEDS_DEVICES = {"comm": 8}
@@ -88,4 +90,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

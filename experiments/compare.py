@@ -17,8 +17,9 @@ on a machine with 2+ cores; each run's progress then goes to its train.log).
 import shlex
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from experiments import cli
 from experiments.recipes import report, runs, summary
 from moejax.errors import ConfigError
 
@@ -76,4 +77,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

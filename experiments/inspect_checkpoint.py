@@ -13,8 +13,9 @@ the step. --json also writes all of it as JSON. Errors are one line (`error: ...
 import json
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from experiments import cli
 from moejax.errors import ConfigError
 from moejax.train.checkpoint_report import format_summary, summarize
 
@@ -39,4 +40,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

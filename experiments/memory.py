@@ -11,9 +11,10 @@ the mesh. Activations are not included (see moejax/parallel/memory.py).
 
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from experiments import cli
 from moejax.errors import ConfigError, check
 from moejax.train.memory import report
 
@@ -38,4 +39,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

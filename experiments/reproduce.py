@@ -34,8 +34,9 @@ inconclusive / not testable at this budget, and why); WORKDIR/verdict.json the s
 import shlex
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from experiments import cli
 from experiments.recipes import RECIPES, load, runs
 from experiments.recipes.recipe import run_recipe
 from moejax.errors import ConfigError
@@ -86,4 +87,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -13,9 +13,10 @@ import os
 import re
 import shutil
 
-from absl import app, flags
+from absl import flags
 
 from configs import common
+from experiments import cli
 from experiments.recipes import RECIPES
 
 _RUNS = flags.DEFINE_string("runs", None, "Directory with one finished recipe per sub-directory.")
@@ -99,4 +100,4 @@ def _anchor(title: str) -> str:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

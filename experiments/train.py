@@ -25,10 +25,10 @@ for _signum in (signal.SIGTERM, signal.SIGINT):
 
 import sys  # noqa: E402
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from experiments import distributed_flags  # noqa: E402
+from experiments import cli, distributed_flags  # noqa: E402
 from moejax.errors import ConfigError  # noqa: E402
 from moejax.train.stop import STOP  # noqa: E402
 from moejax.train.trainer import TrainingDiverged, train_and_evaluate  # noqa: E402
@@ -58,4 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -9,8 +9,9 @@ bos; moejax adds data.num_extra_ids sentinels on top (T5's <extra_id_i>).
 
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from experiments import cli
 from moejax.data import config as data_config
 from moejax.data import sources, tokenizers
 
@@ -48,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

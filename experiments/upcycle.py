@@ -22,10 +22,10 @@ Every error is one line on stderr (`error: ...`, exit status 1), before anything
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from experiments import distributed_flags
+from experiments import cli, distributed_flags
 from moejax.errors import ConfigError
 from moejax.train import upcycle_workdir
 from moejax.train.trainer import TrainingDiverged, train_and_evaluate
@@ -61,4 +61,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

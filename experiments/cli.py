@@ -1,0 +1,106 @@
+"""Flag parsing for the experiment scripts: every command-line mistake is one line.
+
+absl reports a config file that fails to load with the file's whole traceback inside its
+message, and ml_collections raises a traceback for an unknown `--config.<field>`. `run(main)`
+is `absl.app.run(main)` with a parser that turns both into `error: ...` on stderr and exit
+status 1, e.g.
+
+    error: --config.train.stepz: configs/glam.py has no field train.stepz (did you mean
+    train.steps? train has: ...)
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import re
+import sys
+from typing import List, Optional
+
+from absl import app, flags
+
+_OVERRIDE = re.compile(r"^--?config\.([\w.]+)(=.*)?$")
+
+
+def _lines(message: str) -> List[str]:
+    return [line.strip() for line in message.strip().splitlines() if line.strip()] or [""]
+
+
+def _cause(message: str) -> str:
+    """'flag --config=X: Error whilst parsing ... <traceback> ValueError: why' -> 'flag
+    --config=X: ValueError: why'."""
+    lines = _lines(message)
+    if len(lines) == 1:
+        return lines[0]
+    return f"{lines[0].split(': ')[0]}: {lines[-1]}"
+
+
+def _load_config(argv: List[str]):
+    """The config that --config=PATH[:ARG] names, loaded as ml_collections does; None if none."""
+    value = next((a.split("=", 1)[1] for a in argv if a.startswith(("--config=", "-config="))),
+                 None)
+    if value is None:
+        return None
+    path, _, arg = value.partition(":")
+    spec = importlib.util.spec_from_file_location("_moejax_cli_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config(), path
+
+
+def unknown_field(argv: List[str]) -> Optional[str]:
+    """One line naming the first --config.<field> override that the config does not have."""
+    try:
+        loaded = _load_config(argv)
+    except Exception:                 # noqa: BLE001 -- a broken file is reported elsewhere
+        return None
+    if loaded is None:
+        return None
+    config, path = loaded
+    for arg in argv:
+        match = _OVERRIDE.match(arg)
+        if not match:
+            continue
+        node, walked = config, []
+        for key in match.group(1).split("."):
+            fields = list(node.keys()) if hasattr(node, "keys") else []
+            if key not in fields:
+                where = ".".join(walked) or "the config"
+                guess = difflib.get_close_matches(key, fields, n=1, cutoff=0.5)
+                full = ".".join(walked + [key])
+                hint = (f"did you mean {'.'.join(walked + guess)}? " if guess else "")
+                return (f"--config.{match.group(1)}: {path} has no field {full} ({hint}"
+                        f"{where} has: {', '.join(sorted(fields))})")
+            walked.append(key)
+            node = node[key]
+    return None
+
+
+def _check_config_loaded(flag_values: flags.FlagValues) -> None:
+    """ml_collections defers a config file that cannot be read to its first use."""
+    if "config" not in flag_values or flag_values["config"].value is None:
+        return
+    try:
+        flag_values["config"].value.keys()
+    except OSError as err:
+        raise flags.Error(f"flag --config={flag_values['config'].config_filename}: "
+                          f"{_lines(str(err))[-1]}") from err
+
+
+def parse_flags(argv: List[str], flag_values: flags.FlagValues = flags.FLAGS) -> List[str]:
+    """absl's flag parsing, with every error printed as one line (exit status 1)."""
+    try:
+        rest = flag_values(argv)
+        _check_config_loaded(flag_values)
+        return rest
+    except flags.Error as err:
+        message = unknown_field(argv[1:]) or _cause(str(err))
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
+        message = unknown_field(argv[1:]) or f"bad --config override: {err}"
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def run(main) -> None:
+    """absl.app.run(main) with one-line flag errors."""
+    app.run(main, flags_parser=parse_flags)
