@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from experiments import recipes
 from experiments.recipes import gate as gate_lib
 from experiments.recipes import paired
 from experiments.recipes import recipe as recipe_lib
@@ -295,3 +296,13 @@ def test_loss_free_stability_upcycle_routing_verdicts():
     assert routing.judge(families + [_arm(routing.DENSE, DENSE)], FAILING).verdict.outcome \
         == NOT_TESTABLE
 
+
+
+@pytest.mark.parametrize("name", recipes.RECIPES)
+def test_every_recipes_gate_backbone_builds(name):
+    """The gate's two configs validate at tiny size (a spec's 'none' stays a string where the
+    field is one, e.g. model.moe_layout=none)."""
+    recipe = recipes.load(name)
+    plan = gate_lib.plan(recipe.gate_backbone, size="tiny", seed=0, cache="/nonexistent",
+                         common={})
+    assert [t.config.model.moe_layout for t in plan.tasks] == ["none", "none"]   # dense

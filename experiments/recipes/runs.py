@@ -93,6 +93,8 @@ def _set(config: ml_collections.ConfigDict, key: str, value: Any, spec: str) -> 
         node = node[part]
     check(leaf in node, f"{key!r} (in {spec!r}) is not a config field")
     current = node[leaf]
+    if value is None and isinstance(current, str):         # a string field's value 'none'
+        value = "none"
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     try:
