@@ -48,31 +48,58 @@ def test_nan_stops_training_and_keeps_the_last_checkpoint(data_dir, tmp_path, mo
 
 def test_bad_config_fails_before_compiling_and_keeps_checkpoints(data_dir, tmp_path):
     trainer.train_and_evaluate(micro("glam", data_dir, steps=2), str(tmp_path))
+    before = read_log(str(tmp_path))
+    not_a_model = tmp_path / "not_a.model"
+    not_a_model.write_bytes(b"this is not a protobuf")
     for field, value, message in [
             ("moe", dict(num_selected_experts=9), r"moe\.num_selected_experts=9"),
             ("moe", dict(router="top3"), r"moe\.router='top3'"),
             ("model", dict(num_heads=3, head_dim=None), r"model\.d_model=32 must be divisible"),
             ("data", dict(seq_length=1), r"data\.seq_length=1"),
             ("optimizer", dict(name="sgd"), r"optimizer\.name='sgd'"),
-            ("train", dict(eval_every=0), r"train\.eval_every=0")]:
+            ("optimizer", dict(learning_rate=-0.01), r"optimizer\.learning_rate=-0\.01 must"),
+            ("optimizer", dict(learning_rate=float("nan")),
+             r"optimizer\.learning_rate=nan must be a finite number"),
+            ("optimizer", dict(schedule="bogus"), r"optimizer\.schedule='bogus'"),
+            ("moe", dict(group_size=100),
+             r"moe\.group_size=100 must divide the decoder's tokens per batch, .* = 4·32 = 128"),
+            ("data", dict(eval_split="bogus"), r"split='bogus' is not a split"),
+            ("data", dict(tfds_name="no_such_dataset"),
+             r"data\.tfds_name='no_such_dataset' is not a tfds dataset"),
+            ("data", dict(tokenizer="sentencepiece", spm_model_path=str(not_a_model)),
+             r"data\.spm_model_path='.*not_a\.model' is not a SentencePiece model"),
+            ("train", dict(eval_every=0), r"train\.eval_every=0"),
+            ("train", dict(restore_step=7), r"train\.restore_step=7 is not a saved step .*"
+                                             r"\(saved: 2\)")]:
         config = micro("glam", data_dir, steps=4)
         config[field].update(value)
         with pytest.raises(ConfigError, match=message) as err:
             trainer.train_and_evaluate(config, str(tmp_path))
         assert "\n" not in str(err.value)
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+    assert len(read_log(str(tmp_path))) == len(before)
+    with pytest.raises(ConfigError, match=r"--workdir .*metrics\.jsonl is a file"):
+        trainer.train_and_evaluate(micro("glam", data_dir), str(tmp_path / "metrics.jsonl"))
 
 
-def test_corrupt_checkpoint_gives_one_clear_line(data_dir, tmp_path):
-    trainer.train_and_evaluate(micro("glam", data_dir, steps=2), str(tmp_path))
+def test_corrupt_checkpoint_names_the_way_back(data_dir, tmp_path):
+    config = micro("glam", data_dir, steps=2)
+    config.train.checkpoint_every = 1
+    trainer.train_and_evaluate(config, str(tmp_path))
     state_dir = tmp_path / "checkpoints" / "2" / "state"
     for root, _, files in os.walk(state_dir):
         for name in files:
             with open(os.path.join(root, name), "wb") as f:
                 f.write(b"garbage")
-    with pytest.raises(ConfigError, match=r"checkpoint .*2 cannot be restored") as err:
+    with pytest.raises(ConfigError, match=r"checkpoint .*2 cannot be restored .* resume from "
+                                          r"step 1 with --config\.train\.restore_step=1") as err:
         trainer.train_and_evaluate(micro("glam", data_dir, steps=4), str(tmp_path))
     assert "\n" not in str(err.value)
+    resumed = micro("glam", data_dir, steps=4)
+    resumed.train.restore_step = 1
+    trainer.train_and_evaluate(resumed, str(tmp_path))
+    assert os.listdir(tmp_path / "checkpoints_set_aside") == ["2"]          # kept, moved aside
+    assert [r["step"] for r in read_log(str(tmp_path)) if r["split"] == "train"] == [1, 2, 3, 4]
 
 
 def test_a_state_that_is_not_finite_is_never_saved(data_dir, tmp_path, monkeypatch):

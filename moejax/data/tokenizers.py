@@ -84,7 +84,13 @@ class SentencePieceTokenizer:
         path = epath.Path(spm_model_file(model_path))
         check(path.exists(), f"data.spm_model_path={model_path!r} does not exist: train one with "
                              f"`python -m experiments.train_tokenizer` or fix the path")
-        self._sp = spm.SentencePieceProcessor(model_proto=path.read_bytes())
+        check(not path.is_dir(), f"data.spm_model_path={model_path!r} is a directory, not a "
+                                 f"SentencePiece .model file")
+        try:
+            self._sp = spm.SentencePieceProcessor(model_proto=path.read_bytes())
+        except (RuntimeError, OSError) as err:
+            raise ConfigError(f"data.spm_model_path={model_path!r} is not a SentencePiece "
+                              f"model ({str(err).strip().splitlines()[-1][:120]})") from None
         self.eos_id = self._sp.eos_id()
         check(self.eos_id >= 0, f"data.spm_model_path={model_path!r} has no EOS piece: train "
                                 f"the model with eos_id set (T5 uses eos_id=1)")

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Optional, Tuple
+import time
+from typing import Any, Dict, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from moejax.errors import ConfigError
+from moejax.errors import ConfigError, check
 from moejax.train.logs import is_remote
 
 
@@ -56,6 +58,26 @@ def checkpoint_directory(workdir: str) -> str:
     """WORKDIR/checkpoints: local paths made absolute (orbax needs that), URLs (gs://) kept."""
     base = str(workdir) if is_remote(workdir) else os.path.abspath(workdir)
     return base.rstrip("/") + "/checkpoints"
+
+
+def set_aside_after(workdir: str, step: int) -> List[int]:
+    """Moves the checkpoints after `step` to WORKDIR/checkpoints_set_aside/ (nothing is
+    deleted), so that training resumes from `step`; returns the steps moved. One ConfigError
+    line if `step` was never saved."""
+    directory = epath.Path(checkpoint_directory(workdir))
+    saved = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if (
+        directory.exists()) else []
+    check(step in saved, f"train.restore_step={step} is not a saved step in {directory} "
+                         f"(saved: {', '.join(map(str, saved)) or 'none'})")
+    later = [s for s in saved if s > step]
+    aside = directory.parent / "checkpoints_set_aside"
+    for s in later:
+        aside.mkdir(parents=True, exist_ok=True)
+        target = aside / str(s)
+        if target.exists():
+            target = aside / f"{s}.{time.strftime('%Y%m%d-%H%M%S')}"
+        (directory / str(s)).rename(target)
+    return later
 
 
 class Checkpointer:
@@ -103,11 +125,14 @@ class Checkpointer:
                 config=ocp.args.JsonRestore()))
         except Exception as err:   # orbax raises many types for missing/corrupt/mismatched files
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            earlier = [s for s in self.manager.all_steps() if s < step]
+            how = (f"resume from step {max(earlier)} with --config.train.restore_step="
+                   f"{max(earlier)} (later checkpoints are moved aside, not deleted)" if earlier
+                   else "no earlier checkpoint exists")
             raise ConfigError(
                 f"checkpoint {os.path.join(self.directory, str(step))} cannot be restored "
                 f"({type(err).__name__}: {first[:200]}): it is damaged or was written with a "
-                f"different model config; use a new --workdir, or move it aside to resume "
-                f"from an earlier checkpoint") from err
+                f"different model config; use a new --workdir, or {how}") from err
         states = restored.data.get("processes", [restored.data])  # written by one process
         if len(states) != jax.process_count():
             raise ConfigError(

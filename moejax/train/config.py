@@ -14,9 +14,10 @@ import ml_collections
 
 from moejax.config import MoeConfig
 from moejax.data import config as data_config
-from moejax.errors import check, check_choice
-from moejax.models.config import ModelConfig
+from moejax.errors import check
+from moejax.models.config import ModelConfig, ffn_pattern
 from moejax.parallel.mesh import MeshConfig
+from moejax.train import optimizer
 
 ARCH_OBJECTIVES = {"decoder": "causal_lm", "encoder_decoder": "span_corruption"}
 
@@ -50,6 +51,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.train = ml_collections.ConfigDict(dict(
         num_steps=1000, log_every=50, eval_every=250, eval_batches=8, checkpoint_every=250,
         keep_checkpoints=3, seed=0, z_loss=1e-4,
+        # resume from this saved step instead of the latest (e.g. when the latest is damaged)
+        restore_step=ml_collections.config_dict.placeholder(int),
         # encoder-decoder: evaluate also with encoders shuffled across the batch and log
         # encoder_information (nats per target token read from the encoder); doubles eval time
         eval_encoder_information=False))
@@ -74,6 +77,26 @@ def resolve(config, vocab_size: int) -> ModelConfig:
                  "keep_checkpoints"):
         check(isinstance(t[name], int) and t[name] >= 1, f"train.{name}={t[name]!r} must be an integer >= 1")
     check(t.z_loss >= 0, f"train.z_loss={t.z_loss!r} must be >= 0")
-    check_choice("optimizer.name", config.optimizer.name, ("adafactor", "adamw"))
+    check(t.restore_step is None or (isinstance(t.restore_step, int) and t.restore_step >= 1),
+          f"train.restore_step={t.restore_step!r} must be None (the latest) or a saved step")
+    optimizer.validate(config.optimizer)
     MeshConfig.from_dict(dict(config.mesh))
+    _check_groups(config, model_cfg)
     return model_cfg
+
+
+def _check_groups(config, model_cfg: ModelConfig) -> None:
+    """moe.group_size must divide the tokens of every stack with MoE layers (else the layer
+    fails only when traced)."""
+    size = model_cfg.moe.group_size
+    if not (size and model_cfg.has_moe):
+        return
+    lengths = {"decoder": config.data.seq_length}
+    if model_cfg.arch == "encoder_decoder":
+        lengths = {"encoder": config.data.seq_length,
+                   "decoder": data_config.span_corruption_shapes(config.data)[2]}
+    for stack, depth in model_cfg.stack_depths().items():
+        tokens = config.data.batch_size * lengths[stack]
+        check("moe" not in ffn_pattern(model_cfg, depth, stack) or tokens % size == 0,
+              f"moe.group_size={size} must divide the {stack}'s tokens per batch, "
+              f"data.batch_size·length = {config.data.batch_size}·{lengths[stack]} = {tokens}")

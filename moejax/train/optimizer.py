@@ -10,6 +10,7 @@ row/column statistics, as in mesh-tensorflow/t5x for MoE.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Callable, List
 
 import jax
@@ -21,6 +22,19 @@ from moejax.errors import check, check_choice
 
 OPTIMIZERS = ("adafactor", "adamw")
 SCHEDULES = ("rsqrt", "cosine", "constant")
+
+
+def validate(cfg) -> None:
+    """One ConfigError line for the first invalid optimizer field (before anything is built)."""
+    check_choice("optimizer.name", cfg.name, OPTIMIZERS)
+    check_choice("optimizer.schedule", cfg.schedule, SCHEDULES)
+    for name in ("learning_rate", "warmup_steps", "weight_decay", "grad_clip_norm", "b1", "b2"):
+        value = cfg[name]
+        check(isinstance(value, (int, float)) and math.isfinite(value) and value >= 0,
+              f"optimizer.{name}={value!r} must be a finite number >= 0")
+    check(cfg.learning_rate > 0, f"optimizer.learning_rate={cfg.learning_rate!r} must be > 0")
+    check(cfg.b1 < 1 and cfg.b2 < 1, f"optimizer.b1={cfg.b1!r} and optimizer.b2={cfg.b2!r} "
+                                     "must be < 1")
 
 
 def learning_rate_schedule(name: str, base: float, warmup_steps: int, total_steps: int
@@ -115,9 +129,7 @@ def make_optimizer(cfg, model: nnx.Module, total_steps: int) -> nnx.Optimizer:
     cfg fields: name (adafactor/adamw), learning_rate, schedule (rsqrt/cosine/constant),
     warmup_steps, weight_decay (adamw), b1, b2 (adamw), grad_clip_norm (0 = off).
     """
-    check_choice("optimizer.name", cfg.name, OPTIMIZERS)
-    check(cfg.learning_rate > 0, f"optimizer.learning_rate={cfg.learning_rate!r} must be > 0")
-    check_choice("optimizer.schedule", cfg.schedule, SCHEDULES)
+    validate(cfg)
     variables = jax.tree.leaves(nnx.state(model, nnx.Param),
                                 is_leaf=lambda x: isinstance(x, nnx.Variable))
     tx = _transformation(cfg.name, float(cfg.learning_rate), cfg.schedule,

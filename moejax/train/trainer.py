@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any, Dict
 
@@ -22,10 +23,12 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from moejax.data import make_pipeline, make_tokenizer
+from moejax.data.sources import open_source
+from moejax.errors import ConfigError, check
 from moejax.models import build_model
 from moejax.parallel import global_batch, shard_model, shard_optimizer
 from moejax.train import plots
-from moejax.train.checkpoint import Checkpointer
+from moejax.train.checkpoint import Checkpointer, set_aside_after
 from moejax.train.config import resolve
 from moejax.train.logs import MetricsLog, NoLog, Progress, is_remote
 from moejax.train.mesh import describe, training_mesh
@@ -102,14 +105,40 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     tokenizer = make_tokenizer(config.data)
     model_cfg = resolve(config, tokenizer.vocab_size)       # every config error before compiling
     mesh = training_mesh(config, model_cfg)
-    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    for split in {config.data.train_split, config.data.eval_split}:
+        open_source(config.data, split)           # a missing dataset or split fails here
+    _make_workdir(workdir)
     lock = WorkdirLock(workdir, enabled=jax.process_index() == 0 and not is_remote(workdir))
-    with STOP, lock, jax.set_mesh(mesh), \
-            Checkpointer(workdir, config.train.keep_checkpoints) as checkpoints:
+    with STOP, lock:
         if lock.stale:
             Progress.show(f"took over the lock of process {lock.stale.get('pid')}, which is "
                           f"no longer running")
-        return _train(config, workdir, model_cfg, mesh, checkpoints)
+        if config.train.restore_step and jax.process_index() == 0:
+            moved = set_aside_after(workdir, config.train.restore_step)
+            if moved:
+                Progress.show(f"moved checkpoints {', '.join(map(str, moved))} to "
+                              f"{workdir}/checkpoints_set_aside; resuming from step "
+                              f"{config.train.restore_step}")
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("restore_step")
+        with jax.set_mesh(mesh), \
+                Checkpointer(workdir, config.train.keep_checkpoints) as checkpoints:
+            return _train(config, workdir, model_cfg, mesh, checkpoints)
+
+
+def _make_workdir(workdir: str) -> None:
+    """Creates workdir, or one ConfigError line saying why it cannot be written."""
+    path = epath.Path(workdir)
+    check(not path.exists() or path.is_dir(), f"--workdir {workdir} is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not is_remote(workdir):
+            probe = path / f".write_test_{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"--workdir {workdir} cannot be written: {err.strerror or err}"
+                          ) from None
 
 
 def _train(config, workdir: str, model_cfg, mesh, checkpoints: Checkpointer) -> Dict[str, Any]:
