@@ -217,3 +217,19 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
     saved = os.listdir(workdir / "checkpoints")
     assert len(saved) == 1 and int(saved[0]) >= 3
     assert not os.path.exists(workdir / LOCK_NAME)
+
+
+def test_a_damaged_log_never_stops_a_run(tmp_path, capsys):
+    from moejax.train.logs import MetricsLog
+    with open(tmp_path / "metrics.jsonl", "wb") as f:
+        f.write(b'{"step": 1, "split": "train", "loss": 3.0}\n42\n{"foo": 1}\n\xff\xfe\n'
+                b'{"step": 2, "split": "train", "loss": 2.5}\n{"step": 3, "split": "train"}\n'
+                b'{"step": 4, "spl')                                    # killed mid-write
+    log = MetricsLog(str(tmp_path), resume_step=2)
+    assert log.last("loss") == 2.5
+    log.write(3, "train", {"loss": 2.0})
+    log.close()
+    assert [(r["step"], r["loss"]) for r in read_log(str(tmp_path))] == [(1, 3.0), (2, 2.5),
+                                                                          (3, 2.0)]
+    err = capsys.readouterr().err
+    assert err.count("skipped 3 damaged lines") == 1 and "Traceback" not in err

@@ -93,15 +93,32 @@ class NoLog:
         pass
 
 
+def _is_record(value) -> bool:
+    return (isinstance(value, dict) and isinstance(value.get("step"), int)
+            and isinstance(value.get("split"), str))
+
+
 def _complete_lines(path):
-    """The lines of a JSONL file that parse (a run killed mid-write leaves a partial line)."""
-    with epath.Path(path).open(encoding="utf-8") as f:
-        for line in f:
+    """The lines of a JSONL metrics file that are records. A run killed mid-write leaves a
+    partial last line, skipped silently; any other line that is not UTF-8 JSON of a record
+    ({"step": int, "split": str, ...}) is skipped with one warning: a damaged log never stops
+    a run."""
+    damaged, partial = 0, False
+    with epath.Path(path).open("rb") as f:
+        for raw in f:
+            partial = not raw.endswith(b"\n")
             try:
-                json.loads(line)
-            except ValueError:
-                continue
-            yield line if line.endswith("\n") else line + "\n"
+                line = raw.decode("utf-8")
+                good = _is_record(json.loads(line))
+            except ValueError:                      # also UnicodeDecodeError
+                good = False
+            if good:
+                yield line if line.endswith("\n") else line + "\n"
+            elif not partial:
+                damaged += 1
+    if damaged:
+        print(f"warning: skipped {damaged} damaged line{'s' * (damaged > 1)} of {path} "
+              f"(not UTF-8 JSON records)", file=sys.stderr)
 
 
 def read_log(workdir: str):
