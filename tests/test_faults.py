@@ -69,6 +69,9 @@ def test_bad_config_fails_before_compiling_and_keeps_checkpoints(data_dir, tmp_p
             ("data", dict(tokenizer="sentencepiece", spm_model_path=str(not_a_model)),
              r"data\.spm_model_path='.*not_a\.model' is not a SentencePiece model"),
             ("train", dict(eval_every=0), r"train\.eval_every=0"),
+            ("moe", dict(num_experts=4), r"checkpoint .*2 was written with a different model "
+                                         r"config: model/.*/experts/wi is \(.*8.*\) there but "
+                                         r"\(.*4.*\) in this config"),
             ("train", dict(restore_step=7), r"train\.restore_step=7 is not a saved step .*"
                                              r"\(saved: 2\)")]:
         config = micro("glam", data_dir, steps=4)

@@ -54,6 +54,11 @@ def gather_process_states(state: Dict[str, Any]) -> list:
     return [json.loads(bytes(row).rstrip(b"\0").decode()) for row in every]
 
 
+def _name(path) -> str:
+    """'model/layers/0/attn/k' for a pytree key path (orbax stores every key as a string)."""
+    return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
 def checkpoint_directory(workdir: str) -> str:
     """WORKDIR/checkpoints: local paths made absolute (orbax needs that), URLs (gs://) kept."""
     base = str(workdir) if is_remote(workdir) else os.path.abspath(workdir)
@@ -113,12 +118,39 @@ class Checkpointer:
             config=ocp.args.JsonSave({"config": config_json})), force=True)
         self.manager.wait_until_finished()
 
+    def _check_shapes(self, step: int, abstract: Dict[str, Any]) -> None:
+        """One ConfigError line naming the first parameter whose stored shape differs from
+        this config's (or that only one of them has), before orbax starts reading: a failed
+        read leaves its background threads printing tracebacks as the process exits."""
+        handler = ocp.PyTreeCheckpointHandler()
+        try:
+            stored = handler.metadata(epath.Path(self.directory) / str(step) / "state")
+            stored = getattr(stored, "tree", stored)
+            have = {_name(p): tuple(m.shape)
+                    for p, m in jax.tree_util.tree_leaves_with_path(stored)}
+        except Exception:          # noqa: BLE001 -- unreadable: restore() reports the damage
+            return
+        finally:
+            handler.close()
+        want = {_name(p): tuple(a.shape)
+                for p, a in jax.tree_util.tree_leaves_with_path(abstract)}
+        where = os.path.join(self.directory, str(step))
+        for key in sorted(set(want) | set(have)):
+            if want.get(key) != have.get(key):
+                stored_shape = have.get(key, "absent")
+                config_shape = want.get(key, "absent")
+                raise ConfigError(
+                    f"checkpoint {where} was written with a different model config: "
+                    f"{key} is {stored_shape} there but {config_shape} in this config; resume "
+                    f"with the config it was written with, or use a new --workdir")
+
     def restore(self, step: int, model: nnx.Module, optimizer: nnx.Optimizer
                 ) -> Tuple[Dict[str, Any], str]:
         """Loads step into model and optimizer; returns (data iterator state, config JSON)."""
         template = {"model": to_saveable(nnx.state(model)),
                     "optimizer": to_saveable(nnx.state(optimizer))}
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        self._check_shapes(step, abstract)
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore(),
