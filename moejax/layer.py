@@ -22,29 +22,13 @@ from moejax import metrics as metrics_lib
 from moejax.config import MoeConfig
 from moejax.errors import ConfigError
 from moejax.experts import Experts
+from moejax.inputs import check_layer_args, honest_stats, is_training, to_groups
 from moejax.parallel.dropless import expert_parallel_dropless
 from moejax.parallel.expert_parallel import (active_mesh, constrain_groups,
                                              expert_parallel_ffn)
 from moejax.plan import expert_capacity
 from moejax.router import Router
 from moejax.routing import route, routing_k, update_selection_bias
-
-
-def to_groups(x: jax.Array, cfg: MoeConfig, model_dim: int) -> jax.Array:
-    """[B, L, D] -> [G, S, D] with S = cfg.group_size (or L); one ConfigError line if it can't."""
-    if x.ndim != 3 or x.shape[-1] != model_dim:
-        raise ConfigError(f"MoE layer input has shape {tuple(x.shape)}; expected "
-                          f"[batch, length, {model_dim}]")
-    b, l, d = x.shape
-    s = cfg.group_size or l
-    if (b * l) % s:
-        raise ConfigError(f"moe.group_size={s} must divide batch·length={b}·{l}={b * l} tokens")
-    return x.reshape(b * l // s, s, d)
-
-
-def is_training(layer, deterministic: Optional[bool]) -> bool:
-    """`deterministic` if given, else the layer's attribute (set by .eval() / .train())."""
-    return not (layer.deterministic if deterministic is None else deterministic)
 
 
 def weighted_aux_loss(cfg: MoeConfig, losses: Dict[str, jax.Array]) -> jax.Array:
@@ -64,6 +48,7 @@ class MoeLayer(nnx.Module):
     """
 
     def __init__(self, cfg: MoeConfig, model_dim: int, *, rngs: nnx.Rngs):
+        check_layer_args(cfg, model_dim)
         if cfg.router == "soft_moe":
             raise ConfigError("moe.router='soft_moe' is its own layer: use moejax.make_moe_layer "
                               "or moejax.SoftMoeLayer")
@@ -125,7 +110,7 @@ class MoeLayer(nnx.Module):
         stats.update(metrics_lib.routing_metrics(routing, logits, s))
         if train and cfg.router == "deepseek_v3":
             self.router.expert_load[...] = jax.lax.stop_gradient(stats["expert_counts"])
-        return y.astype(x.dtype).reshape(x.shape), stats
+        return y.astype(x.dtype).reshape(x.shape), honest_stats(stats, x)
 
     def update_selection_bias(self) -> None:
         """DeepSeek-V3 loss-free balancing: shift the selection bias against the last

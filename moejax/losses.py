@@ -1,7 +1,8 @@
 """Auxiliary router losses, as pure functions of router outputs (unweighted).
 
-The layer multiplies each by its MoeConfig coefficient. Every function takes float32 inputs
-(bfloat16 router outputs, moe.router_dtype, are promoted where they meet float32 values).
+The layer multiplies each by its MoeConfig coefficient. Every function computes in float32
+whatever its inputs' dtype (a bfloat16 router, moe.router_dtype, routes in bfloat16, but its
+losses are not rounded to bfloat16).
 """
 
 from __future__ import annotations
@@ -23,17 +24,18 @@ def load_balance_loss(probs: jax.Array, expert_index: jax.Array) -> jax.Array:
     num_experts = probs.shape[-1]
     chosen = jax.nn.one_hot(expert_index, num_experts, dtype=jnp.float32)   # [G, S, k, E]
     f = jnp.mean(jnp.max(chosen, axis=-2), axis=-2)                          # [G, E]
-    p = jnp.mean(probs, axis=-2)                                             # [G, E]
+    p = jnp.mean(probs.astype(jnp.float32), axis=-2)                                             # [G, E]
     return jnp.mean(num_experts * jnp.sum(f * p, axis=-1))
 
 
 def router_z_loss(logits: jax.Array) -> jax.Array:
     """ST-MoE router z-loss (Zoph et al. 2022, eq. 5): mean over tokens of logsumexp(x)²."""
-    return jnp.mean(jnp.square(jax.nn.logsumexp(logits, axis=-1)))
+    return jnp.mean(jnp.square(jax.nn.logsumexp(logits.astype(jnp.float32), axis=-1)))
 
 
 def cv_squared(x: jax.Array, eps: float = 1e-10) -> jax.Array:
     """Squared coefficient of variation of a vector: population variance / mean²."""
+    x = x.astype(jnp.float32)
     mean = jnp.mean(x)
     return jnp.mean(jnp.square(x - mean)) / (jnp.square(mean) + eps)
 
@@ -68,6 +70,7 @@ def sequence_balance_loss(affinity: jax.Array, expert_index: jax.Array) -> jax.A
     k = expert_index.shape[-1]
     chosen = jax.nn.one_hot(expert_index, num_experts, dtype=jnp.float32)      # [G, S, k, E]
     f = jnp.sum(chosen, axis=(1, 2)) * num_experts / (k * affinity.shape[1])   # [G, E]
+    affinity = affinity.astype(jnp.float32)
     normalised = affinity / jnp.sum(affinity, axis=-1, keepdims=True)          # [G, S, E]
     p = jnp.mean(normalised, axis=1)                                            # [G, E]
     return jnp.mean(jnp.sum(f * p, axis=-1))

@@ -1,6 +1,6 @@
 """Per-layer MoE diagnostics: expert load, drops, balance and router statistics.
 
-All values are float32 scalars except tokens_per_expert and expert_counts ([E]) and
+All values are float32 (whatever the router's dtype) scalars except tokens_per_expert and expert_counts ([E]) and
 experts_per_token ([EXPERTS_PER_TOKEN_BINS]). Under a scan over layers they come out stacked per
 layer.
 """
@@ -12,6 +12,7 @@ from typing import Dict
 import jax
 import jax.numpy as jnp
 
+from moejax import losses
 from moejax import plan as plan_lib
 from moejax.routing.types import Routing
 
@@ -54,7 +55,9 @@ def max_violation(counts: jax.Array) -> jax.Array:
 
 
 def router_entropy(probs: jax.Array) -> jax.Array:
-    """Mean over tokens of −Σ_e p_e log p_e (log E for a uniform router, 0 for a one-hot one)."""
+    """Mean over tokens of −Σ_e p_e log p_e (log E for a uniform router, 0 for a one-hot one),
+    in float32."""
+    probs = probs.astype(jnp.float32)
     logp = jnp.log(jnp.where(probs > 0, probs, 1.0))
     return jnp.mean(-jnp.sum(probs * logp, axis=-1))
 
@@ -69,7 +72,7 @@ def routing_metrics(routing: Routing, logits: jax.Array, group_size: int) -> Dic
         "tokens_per_expert": counts / total,
         "max_violation": max_violation(counts),
         "router_entropy": router_entropy(routing.probs),
-        "router_z": jnp.mean(jnp.square(jax.nn.logsumexp(logits, axis=-1))),
+        "router_z": losses.router_z_loss(logits),
         "experts_per_token": experts_per_token(routing, group_size),
         "dropped_fraction": jnp.zeros((), jnp.float32),
         "dropped_assignment_fraction": jnp.zeros((), jnp.float32),

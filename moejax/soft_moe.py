@@ -19,10 +19,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from moejax import losses
 from moejax import metrics as metrics_lib
 from moejax.config import MoeConfig
 from moejax.experts import Experts
-from moejax.layer import is_training, to_groups
+from moejax.inputs import check_layer_args, honest_stats, is_training, to_groups
 
 
 def l2_normalize(x: jax.Array, axis: int, eps: float = 1e-6) -> jax.Array:
@@ -41,6 +42,7 @@ class SoftMoeLayer(nnx.Module):
     """Soft MoE layer with the same (y, stats) interface as MoeLayer."""
 
     def __init__(self, cfg: MoeConfig, model_dim: int, *, rngs: nnx.Rngs):
+        check_layer_args(cfg, model_dim)
         self.cfg = cfg
         self.model_dim = model_dim
         self.deterministic = False
@@ -75,8 +77,8 @@ class SoftMoeLayer(nnx.Module):
             "tokens_per_expert": counts / jnp.sum(counts),
             "max_violation": jnp.zeros((), jnp.float32),
             "router_entropy": metrics_lib.router_entropy(per_expert),
-            "router_z": jnp.mean(jnp.square(jax.nn.logsumexp(logits, axis=-1))),
+            "router_z": losses.router_z_loss(logits),
             "dropped_fraction": jnp.zeros((), jnp.float32),
             "dropped_assignment_fraction": jnp.zeros((), jnp.float32),
         }
-        return y.astype(x.dtype).reshape(x.shape), stats
+        return y.astype(x.dtype).reshape(x.shape), honest_stats(stats, x)

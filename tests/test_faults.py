@@ -236,3 +236,61 @@ def test_a_damaged_log_never_stops_a_run(tmp_path, capsys):
                                                                           (3, 2.0)]
     err = capsys.readouterr().err
     assert err.count("skipped 3 damaged lines") == 1 and "Traceback" not in err
+
+
+# --- the Python API ---------------------------------------------------------------------------
+
+def _layer(**cfg):
+    from moejax import MoeConfig, make_moe_layer
+    return make_moe_layer(MoeConfig(num_experts=4, hidden_dim=8, **cfg), 16, rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("args, message", [
+    (dict(model_dim=0), r"model_dim=0 must be a positive int"),
+    (dict(model_dim=-4), r"model_dim=-4 must be a positive int"),
+    (dict(cfg={"num_experts": 4}), r"cfg must be a moejax\.MoeConfig, not dict"),
+], ids=["zero-width", "negative-width", "dict-config"])
+def test_bad_layer_arguments_give_one_line(args, message):
+    from moejax import MoeConfig, make_moe_layer
+    call = {**dict(cfg=MoeConfig(num_experts=4, hidden_dim=8), model_dim=16), **args}
+    with pytest.raises(ConfigError, match=message):
+        make_moe_layer(call["cfg"], call["model_dim"], rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("x, message", [
+    (np.zeros((2, 0, 16), np.float32), r"no tokens to route"),
+    (np.zeros((0, 4, 16), np.float32), r"no tokens to route"),
+    (np.zeros((2, 4, 16), np.int32), r"dtype int32; expected a floating-point dtype"),
+], ids=["empty-length", "empty-batch", "integers"])
+def test_bad_layer_inputs_give_one_line(x, message):
+    with pytest.raises(ConfigError, match=message):
+        _layer()(jnp.asarray(x))
+
+
+@pytest.mark.parametrize("router", ["top_k", "soft_moe"])
+def test_statistics_of_inputs_that_are_not_finite_are_nan(router):
+    layer = _layer(router=router)
+    x = np.random.default_rng(0).normal(size=(2, 4, 16)).astype(np.float32)
+    _, clean = layer(jnp.asarray(x))
+    assert all(np.all(np.isfinite(v)) for v in clean.values())
+    for poisoned in (np.full_like(x, np.nan), np.where(np.arange(16) == 3, np.inf, x)):
+        _, stats = layer(jnp.asarray(poisoned))
+        for name, value in stats.items():
+            assert np.all(np.isnan(value)), (name, value)   # not plausible loads or drops
+
+
+def test_statistics_are_float32_with_a_bfloat16_router():
+    """Routing runs in the router's dtype; its losses and metrics do not round to it. The
+    reference: the bfloat16 logits (bfloat16 inputs and weights, as Router computes them),
+    then logsumexp² and the entropy in float64 NumPy."""
+    layer = _layer(router_dtype="bfloat16", router_z_loss=1e-3)
+    x = np.random.default_rng(1).normal(size=(2, 8, 16)).astype(np.float32)
+    _, stats = layer(jnp.asarray(x), deterministic=True)
+    w = np.asarray(layer.router.w[...])
+    logits = np.asarray(jnp.einsum("gsd,de->gse", jnp.asarray(x, jnp.bfloat16),
+                                   jnp.asarray(w, jnp.bfloat16)), np.float64)
+    z = np.log(np.sum(np.exp(logits), axis=-1))
+    for name in ("router_z_loss", "router_z", "router_entropy"):
+        assert stats[name].dtype == jnp.float32, name
+    np.testing.assert_allclose(stats["router_z_loss"], np.mean(z ** 2), rtol=1e-5)
+    np.testing.assert_allclose(stats["router_z"], np.mean(z ** 2), rtol=1e-5)
