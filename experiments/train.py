@@ -23,6 +23,7 @@ _EARLY_STOPS = []
 for _signum in (signal.SIGTERM, signal.SIGINT):
     signal.signal(_signum, lambda signum, frame: _EARLY_STOPS.append(signum))
 
+import os  # noqa: E402
 import sys  # noqa: E402
 
 from absl import flags, logging  # noqa: E402
@@ -30,6 +31,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from experiments import cli, distributed_flags  # noqa: E402
 from moejax.errors import ConfigError  # noqa: E402
+from moejax.train.checkpoint import CheckpointWriteFailed  # noqa: E402
 from moejax.train.stop import STOP  # noqa: E402
 from moejax.train.trainer import TrainingDiverged, train_and_evaluate  # noqa: E402
 
@@ -48,13 +50,20 @@ def main(argv):
     try:
         distributed_flags.join_if_asked()
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except (ConfigError, TrainingDiverged) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    except (ConfigError, TrainingDiverged, CheckpointWriteFailed) as err:
+        _exit(f"error: {err}", 1)
     except KeyboardInterrupt:                  # a second Ctrl-C: no time to save
-        print("interrupted by a second Ctrl-C: stopped without saving (the last checkpoint "
-              "is kept)", file=sys.stderr)
-        sys.exit(130)
+        _exit("interrupted by a second Ctrl-C: stopped without saving (the last checkpoint "
+              "is kept)", 130)
+
+
+def _exit(message: str, status: int) -> None:
+    """Prints message and leaves at once: a failed orbax read or write leaves background
+    threads that print tracebacks while the interpreter shuts down. Every file is closed or
+    flushed by now (metrics.jsonl and TensorBoard are flushed at each record)."""
+    print(message, file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

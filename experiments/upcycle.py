@@ -28,6 +28,7 @@ from ml_collections import config_flags
 from experiments import cli, distributed_flags
 from moejax.errors import ConfigError
 from moejax.train import upcycle_workdir
+from moejax.train.checkpoint import CheckpointWriteFailed
 from moejax.train.trainer import TrainingDiverged, train_and_evaluate
 from moejax.train.upcycle import OPTIMIZER_STATE_MODES
 
@@ -55,7 +56,7 @@ def main(argv):
         upcycle_workdir.write(plan)
         if _TRAIN.value:
             train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except (ConfigError, TrainingDiverged) as err:
+    except (ConfigError, TrainingDiverged, CheckpointWriteFailed) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
 

@@ -135,6 +135,34 @@ def test_a_state_that_is_not_finite_is_never_saved(data_dir, tmp_path, monkeypat
         assert checkpoints.latest_step() == 3
 
 
+def test_a_full_disk_gives_one_line_and_keeps_the_last_checkpoint(data_dir, tmp_path,
+                                                                   monkeypatch):
+    """The write of step 2 fails as a full disk makes it fail (injected: orbax's save raises
+    ENOSPC); step 1 stays complete and the run resumes from it."""
+    import errno
+    import orbax.checkpoint as ocp
+    real_save = ocp.CheckpointManager.save
+
+    def full_disk(self, step, *args, **kwargs):
+        if step == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
+    config = micro("glam", data_dir, steps=3)
+    config.train.update(checkpoint_every=1, eval_every=3)
+    from moejax.train.checkpoint import CheckpointWriteFailed
+    with pytest.raises(CheckpointWriteFailed, match=r"step 2 could not be written \(disk full "
+                                                    r"at .*checkpoints\); the last complete "
+                                                    r"checkpoint is step 1") as err:
+        trainer.train_and_evaluate(config, str(tmp_path))
+    assert "\n" not in str(err.value)
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["1"]
+    monkeypatch.setattr(ocp.CheckpointManager, "save", real_save)
+    trainer.train_and_evaluate(config, str(tmp_path))                   # resumes from step 1
+    assert [r["step"] for r in read_log(str(tmp_path)) if r["split"] == "train"] == [1, 2, 3]
+
+
 def test_the_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
     with WorkdirLock(str(tmp_path)) as first:
         assert first.held

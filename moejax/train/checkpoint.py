@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import sys
+import tempfile
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -11,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
@@ -54,6 +58,52 @@ def gather_process_states(state: Dict[str, Any]) -> list:
     return [json.loads(bytes(row).rstrip(b"\0").decode()) for row in every]
 
 
+class StderrHeld:
+    """Holds what any thread (C++ included) writes to file descriptor 2 while open and passes
+    it on at exit unless `drop` is set: a failed orbax write makes its background threads
+    print dozens of tracebacks, which the failure's one line replaces."""
+
+    def __enter__(self) -> "StderrHeld":
+        self.drop = False
+        self.file = tempfile.TemporaryFile()
+        sys.stderr.flush()
+        self.saved = os.dup(2)
+        os.dup2(self.file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)
+        os.close(self.saved)
+        if not self.drop:
+            self.file.seek(0)
+            held = self.file.read()
+            if held:
+                sys.stderr.write(held.decode("utf-8", "replace"))
+                sys.stderr.flush()
+        self.file.close()
+
+
+class CheckpointWriteFailed(RuntimeError):
+    """A checkpoint could not be written (disk full, permissions); earlier ones are intact."""
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _disk_full(err: Optional[BaseException]) -> bool:
+    """Whether err or an exception it came from says the disk is full (ENOSPC, or
+    tensorstore's RESOURCE_EXHAUSTED / "No space left on device")."""
+    while err is not None:
+        if getattr(err, "errno", None) == errno.ENOSPC or any(
+                words in str(err) for words in ("No space left", "RESOURCE_EXHAUSTED")):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def _name(path) -> str:
     """'model/layers/0/attn/k' for a pytree key path (orbax stores every key as a string)."""
     return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
@@ -95,6 +145,7 @@ class Checkpointer:
         self.directory = checkpoint_directory(workdir)
         self.manager = ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        self.closed = False
 
     def __enter__(self) -> "Checkpointer":
         return self
@@ -103,20 +154,44 @@ class Checkpointer:
         self.close()
 
     def close(self) -> None:
-        self.manager.close()
+        if not self.closed:
+            self.manager.close()
+            self.closed = True
 
     def latest_step(self) -> Optional[int]:
         return self.manager.latest_step()
 
     def save(self, step: int, model: nnx.Module, optimizer: nnx.Optimizer,
              data_state: Dict[str, Any], config_json: str) -> None:
+        """Writes step (orbax writes to a temporary directory and renames it when complete, so
+        a failed write leaves the earlier checkpoints as they were); a failed write raises
+        CheckpointWriteFailed with one line naming the cause."""
         tree = {"model": to_saveable(nnx.state(model)),
                 "optimizer": to_saveable(nnx.state(optimizer))}
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(tree),
-            data=ocp.args.JsonSave({"processes": gather_process_states(data_state)}),
-            config=ocp.args.JsonSave({"config": config_json})), force=True)
-        self.manager.wait_until_finished()
+        last = self.latest_step()              # complete; a failed write leaves it so
+        verbosity = logging.get_verbosity()
+        logging.set_verbosity(logging.FATAL)   # orbax logs each failed thread's traceback
+        try:
+            with StderrHeld() as held:
+                try:
+                    self.manager.save(step, args=ocp.args.Composite(
+                        state=ocp.args.StandardSave(tree),
+                        data=ocp.args.JsonSave({"processes": gather_process_states(data_state)}),
+                        config=ocp.args.JsonSave({"config": config_json})), force=True)
+                    self.manager.wait_until_finished()
+                except Exception:    # noqa: BLE001 -- orbax/tensorstore raise many types
+                    held.drop = True
+                    self.close()     # its threads' tracebacks end here, unseen
+                    raise
+        except Exception as err:     # noqa: BLE001
+            cause = (f"disk full at {self.directory}" if _disk_full(err) else
+                     f"{type(err).__name__}: {_first_line(err)[:200]}")
+            raise CheckpointWriteFailed(
+                f"checkpoint step {step} could not be written ({cause}); the last complete "
+                f"checkpoint is {'step ' + str(last) if last else 'none'}: free space (or fix "
+                f"the cause) and rerun the same command to resume from it") from None
+        finally:
+            logging.set_verbosity(verbosity)
 
     def _check_shapes(self, step: int, abstract: Dict[str, Any]) -> None:
         """One ConfigError line naming the first parameter whose stored shape differs from
@@ -156,7 +231,7 @@ class Checkpointer:
                 state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore(),
                 config=ocp.args.JsonRestore()))
         except Exception as err:   # orbax raises many types for missing/corrupt/mismatched files
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            first = _first_line(err)
             earlier = [s for s in self.manager.all_steps() if s < step]
             how = (f"resume from step {max(earlier)} with --config.train.restore_step="
                    f"{max(earlier)} (later checkpoints are moved aside, not deleted)" if earlier
