@@ -43,13 +43,15 @@ def plot_run(workdir: str) -> List[str]:
     if rows:
         load = np.asarray([r["moe/tokens_per_expert"] for r in rows])    # [T, layers, E]
         steps = [r["step"] for r in rows]
+        first, last = (steps[0], steps[-1]) if steps[-1] > steps[0] else (steps[0] - 0.5,
+                                                                          steps[0] + 0.5)
         num_layers = load.shape[1]
         fig, axes = plt.subplots(num_layers, 1, figsize=(7, 1.2 + 1.6 * num_layers),
                                  squeeze=False)
         for layer in range(num_layers):
             ax = axes[layer, 0]
             image = ax.imshow(load[:, layer].T, aspect="auto", cmap="viridis", origin="lower",
-                              extent=(steps[0], steps[-1], -0.5, load.shape[2] - 0.5))
+                              extent=(first, last, -0.5, load.shape[2] - 0.5))
             ax.set_ylabel(f"MoE layer {layer}\nexpert")
             fig.colorbar(image, ax=ax, label="fraction of tokens")
         axes[-1, 0].set_xlabel("step")
