@@ -322,3 +322,35 @@ def test_statistics_are_float32_with_a_bfloat16_router():
         assert stats[name].dtype == jnp.float32, name
     np.testing.assert_allclose(stats["router_z_loss"], np.mean(z ** 2), rtol=1e-5)
     np.testing.assert_allclose(stats["router_z"], np.mean(z ** 2), rtol=1e-5)
+
+
+def test_kill_9_then_resume_equals_an_uninterrupted_run(data_dir, tmp_path):
+    """SIGKILL after step 5 of 6 (checkpoints every 2 steps): the rerun takes over the dead
+    run's lock, resumes from step 4 and logs the same numbers as a run never interrupted."""
+    straight = micro("glam", data_dir, steps=6)
+    straight.train.checkpoint_every = 2
+    trainer.train_and_evaluate(straight, str(tmp_path / "straight"))
+    workdir = tmp_path / "killed"
+    flags = [f"--config.{k}={v}" for k, v in {
+        "model.num_layers": 2, "model.d_model": 32, "model.num_heads": 2, "model.head_dim": 16,
+        "model.d_ff": 64, "moe.hidden_dim": 32, "data.data_dir": data_dir,
+        "data.seq_length": 32, "data.batch_size": 4, "data.shuffle_buffer_size": 8,
+        "mesh.num_devices": 1, "train.num_steps": 6, "train.log_every": 1,
+        "train.eval_every": 6, "train.eval_batches": 1, "train.checkpoint_every": 2}.items()]
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.train",
+                             "--config=configs/glam.py:tiny", f"--workdir={workdir}", *flags],
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if line.startswith("step 5/"):
+            proc.kill()
+            break
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert os.path.exists(workdir / LOCK_NAME)                         # left behind
+    trainer.train_and_evaluate(straight, str(workdir))
+    a = [r for r in read_log(str(tmp_path / "straight")) if r["split"] == "train"]
+    b = [r for r in read_log(str(workdir)) if r["split"] == "train"]
+    assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
+    for ra, rb in zip(a, b):
+        for key in ("loss", "grad_norm"):
+            np.testing.assert_allclose(rb[key], ra[key], rtol=1e-6, err_msg=f"{key} {ra['step']}")
