@@ -16,12 +16,10 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from moejax.errors import ConfigError, check, check_choice
+from moejax.routing.registry import FAMILIES, ROUTERS, TOKEN_CHOICE_ROUTERS, family
 
-# Routing families (moejax/routing/): see MoeConfig.router.
-ROUTERS = ("top_k", "gshard", "noisy_top_k", "expert_choice", "deepseek_v3", "dense",
-           "soft_moe")
-# Routers that choose experts per token (and so can run dropless).
-TOKEN_CHOICE_ROUTERS = ("top_k", "gshard", "noisy_top_k", "deepseek_v3", "dense")
+# Routing families: moejax/routing/registry.py (ROUTERS: every MoeConfig.router name;
+# TOKEN_CHOICE_ROUTERS: those that choose experts per token, and so can run dropless).
 GATE_ORDERS = ("softmax_then_top_k", "top_k_then_softmax")
 DISPATCHES = ("index", "einsum", "dropless")
 GROUPED_MATMULS = ("auto", "ragged_dot", "blocks")
@@ -162,21 +160,18 @@ class MoeConfig:
         """Hidden width a token passes through on average: the width of the dense FFN with the
         same per-token FLOPs (router aside). k·F (expert choice: capacity_factor·F, its
         average experts per token; dense mixture: E·F) plus the shared experts."""
-        check(self.router != "soft_moe",
-              "moe.router='soft_moe' has no per-token expert width: its FLOPs per token "
-              "are E·slots_per_expert·F / group_size")
-        if self.router == "expert_choice":
-            routed = round(self.capacity_factor * self.hidden_dim)
-        elif self.router == "dense":
-            routed = self.num_experts * self.hidden_dim
-        else:
-            routed = self.num_selected_experts * self.hidden_dim
+        width = family(self).active_width
+        check(width is not None,
+              f"moe.router={self.router!r} has no per-token expert width: its FLOPs per token "
+              f"are E·slots_per_expert·F / group_size")
+        routed = width(self)
         return routed + self.num_shared_experts * (self.shared_hidden_dim or self.hidden_dim)
 
     def validate(self) -> None:
         """Checks every field; raises one ConfigError line naming the first bad one."""
         p = "moe."
         check_choice(p + "router", self.router, ROUTERS)
+        fam = family(self)
         check_choice(p + "gate_order", self.gate_order, GATE_ORDERS)
         check_choice(p + "dispatch", self.dispatch, DISPATCHES)
         check_choice(p + "grouped_matmul", self.grouped_matmul, GROUPED_MATMULS)
@@ -192,14 +187,10 @@ class MoeConfig:
         check(self.num_selected_experts <= self.num_experts,
               f"{p}num_selected_experts={self.num_selected_experts} must be <= "
               f"{p}num_experts={self.num_experts}")
-        if self.router == "gshard":
-            check(self.num_selected_experts == 2,
-                  f"{p}num_selected_experts={self.num_selected_experts} must be 2 for "
-                  f"{p}router='gshard' (random second-expert routing is top-2)")
         for name in ("capacity_factor", "eval_capacity_factor"):
             _in_range(p + name, getattr(self, name), 0.0, None, "> 0")
         if self.dispatch == "dropless":
-            check(self.router in TOKEN_CHOICE_ROUTERS,
+            check(fam.choice == "token",
                   f"{p}dispatch='dropless' needs a token-choice router "
                   f"({', '.join(TOKEN_CHOICE_ROUTERS)}), not {p}router={self.router!r}")
         if self.batch_prioritized:
@@ -207,42 +198,26 @@ class MoeConfig:
                   f"{p}batch_prioritized=True orders a group's tokens by their router "
                   f"probability, so later tokens can take an earlier token's slot: not causal; "
                   f"set {p}allow_non_causal_routing=True to run it in a causal decoder anyway")
-        if self.router in ("expert_choice", "soft_moe"):
+        if not fam.causal:
             check(not self.causal or self.allow_non_causal_routing,
                   f"{p}router={self.router!r} looks at future tokens and cannot run in a causal "
                   f"decoder; set {p}allow_non_causal_routing=True to run it anyway")
-            cap = self.expert_choice_max_experts_per_token
-            if cap is not None:
-                _positive_int(p + "expert_choice_max_experts_per_token", cap)
         if self.group_size is not None:
             _positive_int(p + "group_size", self.group_size)
         _positive_int(p + "num_expert_groups", self.num_expert_groups)
         _positive_int(p + "num_selected_groups", self.num_selected_groups)
-        if self.num_expert_groups > 1:
-            check(self.router == "deepseek_v3",
-                  f"{p}num_expert_groups={self.num_expert_groups} (group-limited routing) needs "
-                  f"{p}router='deepseek_v3', not {self.router!r}")
-            check(self.num_experts % self.num_expert_groups == 0,
-                  f"{p}num_experts={self.num_experts} must be divisible by "
-                  f"{p}num_expert_groups={self.num_expert_groups}")
         check(self.num_selected_groups <= self.num_expert_groups,
               f"{p}num_selected_groups={self.num_selected_groups} must be <= "
               f"{p}num_expert_groups={self.num_expert_groups}")
-        if self.num_expert_groups > 1:
-            per_group = self.num_experts // self.num_expert_groups
-            check(self.num_selected_groups * per_group >= self.num_selected_experts,
-                  f"{p}num_selected_groups={self.num_selected_groups} groups of {per_group} "
-                  f"experts cannot hold {p}num_selected_experts={self.num_selected_experts}")
         _in_range(p + "expert_dropout", self.expert_dropout, 0.0, 1.0, "in [0, 1)")
         _in_range(p + "jitter_eps", self.jitter_eps, 0.0, 1.0, "in [0, 1)")
         _in_range(p + "expert_init_scale", self.expert_init_scale, 0.0, None, "> 0")
         _in_range(p + "router_init_std", self.router_init_std, 0.0, None, ">= 0")
         _in_range(p + "routed_scaling_factor", self.routed_scaling_factor, 0.0, None, "> 0")
         _in_range(p + "bias_update_rate", self.bias_update_rate, 0.0, None, ">= 0")
-        if self.bias_update_rate > 0:
-            check(self.router == "deepseek_v3",
-                  f"{p}bias_update_rate={self.bias_update_rate} (loss-free balancing) needs "
-                  f"{p}router='deepseek_v3', not {self.router!r}")
+        if self.expert_choice_max_experts_per_token is not None:
+            _positive_int(p + "expert_choice_max_experts_per_token",
+                          self.expert_choice_max_experts_per_token)
         _positive_int(p + "slots_per_expert", self.slots_per_expert)
         _positive_int(p + "num_shared_experts", self.num_shared_experts, allow_zero=True)
         if self.shared_hidden_dim is not None:
@@ -250,6 +225,18 @@ class MoeConfig:
         for name in ("load_balance_loss", "router_z_loss", "importance_loss", "load_loss",
                      "sequence_balance_loss"):
             _in_range(p + name, getattr(self, name), 0.0, None, ">= 0")
+        self._check_family_fields(fam)
+        fam.validate(self)
+
+    def _check_family_fields(self, fam) -> None:
+        """A field that only another family reads must keep its default."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for other in FAMILIES.values():
+            for name in other.owned_fields:
+                value = getattr(self, name)
+                check(other is fam or value == defaults[name],
+                      f"moe.{name}={value!r} is read only by moe.router={other.name!r}, not "
+                      f"moe.router={self.router!r}; leave it at {defaults[name]!r}")
 
 
 def dataclass_from_dict(cls, values: Mapping[str, Any], prefix: str):

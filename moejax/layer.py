@@ -27,8 +27,8 @@ from moejax.parallel.dropless import expert_parallel_dropless
 from moejax.parallel.expert_parallel import (active_mesh, constrain_groups,
                                              expert_parallel_ffn)
 from moejax.plan import expert_capacity
-from moejax.router import Router
-from moejax.routing import route, routing_k, update_selection_bias
+from moejax.routing import family, route, routing_k, update_selection_bias
+from moejax.routing.router import Router
 
 
 def weighted_aux_loss(cfg: MoeConfig, losses: Dict[str, jax.Array]) -> jax.Array:
@@ -49,9 +49,9 @@ class MoeLayer(nnx.Module):
 
     def __init__(self, cfg: MoeConfig, model_dim: int, *, rngs: nnx.Rngs):
         check_layer_args(cfg, model_dim)
-        if cfg.router == "soft_moe":
-            raise ConfigError("moe.router='soft_moe' is its own layer: use moejax.make_moe_layer "
-                              "or moejax.SoftMoeLayer")
+        if family(cfg).choice == "soft":
+            raise ConfigError(f"moe.router={cfg.router!r} is its own layer: use "
+                              f"moejax.make_moe_layer or moejax.SoftMoeLayer")
         self.cfg = cfg
         self.model_dim = model_dim
         self.deterministic = False
@@ -71,7 +71,7 @@ class MoeLayer(nnx.Module):
         cfg = self.cfg
         if not cfg.uses_capacity:
             return None
-        if cfg.router == "dense":
+        if family(cfg).full_capacity:
             return group_size
         factor = cfg.capacity_factor if train else cfg.eval_capacity_factor
         return expert_capacity(group_size, cfg.num_experts, routing_k(cfg), factor,
@@ -87,10 +87,10 @@ class MoeLayer(nnx.Module):
 
         jitter_key = self.rngs.routing() if train and cfg.jitter_eps > 0 else None
         logits, noise_logits = self.router(groups, jitter_key)          # [G, S, E]
-        key = None
-        if train and cfg.router in ("gshard", "noisy_top_k"):
+        key, fam = None, family(cfg)
+        if train and fam.random_in_training:
             key = self.rngs.routing()
-        elif cfg.router == "gshard":
+        elif not train and fam.random_at_eval:
             # evaluation: fixed draws, so evaluating never moves the training random stream
             key = jax.random.key(0)
         routing = route(cfg, logits, capacity=capacity, key=key, noise_logits=noise_logits,
@@ -108,7 +108,7 @@ class MoeLayer(nnx.Module):
         stats = dict(routing.losses)
         stats["aux_loss"] = weighted_aux_loss(cfg, routing.losses)
         stats.update(metrics_lib.routing_metrics(routing, logits, s))
-        if train and cfg.router == "deepseek_v3":
+        if train and self.router.tracks_load:
             self.router.expert_load[...] = jax.lax.stop_gradient(stats["expert_counts"])
         return y.astype(x.dtype).reshape(x.shape), honest_stats(stats, x)
 

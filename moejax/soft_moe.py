@@ -24,18 +24,7 @@ from moejax import metrics as metrics_lib
 from moejax.config import MoeConfig
 from moejax.experts import Experts
 from moejax.inputs import check_layer_args, honest_stats, is_training, to_groups
-
-
-def l2_normalize(x: jax.Array, axis: int, eps: float = 1e-6) -> jax.Array:
-    return x * jax.lax.rsqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True) + eps)
-
-
-def soft_moe_weights(x: jax.Array, phi: jax.Array, scale: jax.Array
-                     ) -> Tuple[jax.Array, jax.Array, jax.Array]:
-    """x [G, S, D], phi [D, E·p], scale [] -> (logits, dispatch, combine), each [G, S, E·p]."""
-    logits = jnp.einsum("gsd,dn->gsn", l2_normalize(x.astype(jnp.float32), -1),
-                        scale * l2_normalize(phi, 0))
-    return logits, jax.nn.softmax(logits, axis=1), jax.nn.softmax(logits, axis=2)
+from moejax.routing.soft_moe import soft_moe_weights
 
 
 class SoftMoeLayer(nnx.Module):

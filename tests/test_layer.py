@@ -426,7 +426,7 @@ def test_router_dtype_rounds_inputs_and_weights_to_bfloat16():
     """Switch Table 2's bfloat16 router: x and W_g in bfloat16, logits in bfloat16; the default
     float32 router keeps full precision whatever the input dtype."""
     import ml_dtypes
-    from moejax.router import Router
+    from moejax.routing.router import Router
     x = np.asarray(jax.random.normal(jax.random.key(1), (2, 5, 16)), np.float32)
     for dtype in ("float32", "bfloat16"):
         router = Router(MoeConfig(num_experts=4, router_dtype=dtype), 16, rngs=nnx.Rngs(0))

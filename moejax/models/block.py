@@ -8,7 +8,7 @@ from typing import Dict, Optional, Tuple
 import jax
 from flax import nnx
 
-from moejax import make_moe_layer
+from moejax.layers import make_moe_layer
 from moejax.models.attention import Attention
 from moejax.models.config import ModelConfig
 from moejax.models.layers import DenseFfn, RMSNorm

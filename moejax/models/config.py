@@ -13,6 +13,7 @@ from typing import Any, Mapping, Optional, Tuple
 
 from moejax.config import ACTIVATIONS, DTYPES, MoeConfig, dataclass_from_dict
 from moejax.errors import check, check_choice
+from moejax.routing.registry import family
 
 ARCHS = ("decoder", "encoder_decoder")
 LAYOUTS = ("every", "top", "bottom", "list", "none")
@@ -121,9 +122,9 @@ class ModelConfig:
             check(self.resolved_head_dim % 2 == 0,
                   f"{p}head_dim={self.resolved_head_dim} must be even for rotary positions")
         if self.moe_as_dense and self.moe_layout != "none":
-            check(self.moe.router != "soft_moe",
+            check(family(self.moe).active_width is not None,
                   f"{p}moe_as_dense=True needs a per-token expert width, which "
-                  "moe.router='soft_moe' does not have (its FLOPs per token are "
+                  f"moe.router={self.moe.router!r} does not have (its FLOPs per token are "
                   "E·slots_per_expert·F / group_size)")
         for stack, depth in self.stack_depths().items():
             ffn_pattern(self, depth, stack)  # raises on layouts that do not fit the depth

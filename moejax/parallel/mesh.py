@@ -18,6 +18,7 @@ import jax
 from jax.sharding import AxisType, Mesh
 
 from moejax.errors import ConfigError, check
+from moejax.routing.registry import family
 
 MESH_AXES = ("data", "fsdp", "expert", "model")
 BATCH_AXES = ("data", "fsdp", "expert")        # the axes a batch (and the MoE groups) split over
@@ -98,7 +99,7 @@ def check_moe_fits(moe_cfg, mesh: Mesh) -> None:
     """E and the expert hidden width must suit the mesh (one ConfigError line if not)."""
     x = mesh.shape.get("expert", 1)
     e = moe_cfg.num_experts
-    if moe_cfg.router != "soft_moe":
+    if family(moe_cfg).choice != "soft":               # Soft MoE's slots are not sharded by E
         check(e % x == 0 or x % e == 0,
               f"moe.num_experts={e} does not fit mesh.expert={x}: one must divide the other "
               f"(E/{x} experts per device, or all E on every device with each expert's tokens "

@@ -2,38 +2,42 @@
 
 The logits are float32 unless moe.router_dtype="bfloat16" (Switch Table 2's unstable router).
 
-One function per family; `route` picks one from a MoeConfig and, for capacity-based dispatch,
-turns token-choice assignments into the shared capacity plan.
+One module per family, each declaring its RouterFamily (moejax/routing/family.py); the registry
+(moejax/routing/registry.py) maps MoeConfig.router to them. `route` runs a config's family and,
+for capacity-based dispatch, turns token-choice assignments into the shared capacity plan.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import jax
 
-from moejax.config import MoeConfig
 from moejax.plan import plan_from_assignment
 from moejax.routing.deepseek import deepseek_v3_routing, update_selection_bias
+from moejax.routing.dense import dense_routing
 from moejax.routing.expert_choice import expert_choice_routing
+from moejax.routing.family import RouteInputs, RouterFamily
+from moejax.routing.gshard import gshard_routing
 from moejax.routing.noisy_top_k import noisy_top_k_routing
-from moejax.routing.top_k import dense_routing, gshard_routing, top_k_routing
+from moejax.routing.registry import FAMILIES, ROUTERS, family
+from moejax.routing.top_k import top_k_routing
 from moejax.routing.types import Assignment, Routing
 
+if TYPE_CHECKING:
+    from moejax.config import MoeConfig
+
 __all__ = [
-    "Assignment", "Routing", "route", "top_k_routing", "gshard_routing", "dense_routing",
+    "Assignment", "Routing", "RouteInputs", "RouterFamily", "FAMILIES", "ROUTERS", "family",
+    "route", "routing_k", "top_k_routing", "gshard_routing", "dense_routing",
     "noisy_top_k_routing", "expert_choice_routing", "deepseek_v3_routing",
-    "update_selection_bias", "routing_k",
+    "update_selection_bias",
 ]
 
 
 def routing_k(cfg: MoeConfig) -> int:
-    """Assignments per token that the capacity formula counts: k, E for dense, 1 for expert choice."""
-    if cfg.router == "dense":
-        return cfg.num_experts
-    if cfg.router == "expert_choice":
-        return 1
-    return cfg.num_selected_experts
+    """Assignments per token that the capacity formula counts (the family's capacity_k)."""
+    return family(cfg).capacity_k(cfg)
 
 
 def route(cfg: MoeConfig, logits: jax.Array, *, capacity: Optional[int],
@@ -42,33 +46,15 @@ def route(cfg: MoeConfig, logits: jax.Array, *, capacity: Optional[int],
     """Runs the router family `cfg.router` on logits [G, S, E].
 
     capacity: slots per expert per group, or None for dropless dispatch (no plan is built).
-    key: PRNG key for routers that sample (gshard, noisy_top_k in training); None at eval
-      for noisy_top_k (no noise). gshard needs a key always.
-    noise_logits: [G, S, E] x·W_noise for noisy_top_k.
-    bias: [E] selection bias for deepseek_v3.
+    key: PRNG key for families that draw random numbers (see RouterFamily).
+    noise_logits: [G, S, E] x·W_noise ('w_noise' families). bias: [E] selection bias.
     """
-    k = cfg.num_selected_experts
-    if cfg.router == "top_k":
-        routing = top_k_routing(logits, k, gate_order=cfg.gate_order,
-                                renormalize=cfg.renormalize_gates,
-                                batch_prioritized=cfg.batch_prioritized)
-    elif cfg.router == "gshard":
-        routing = gshard_routing(logits, key, batch_prioritized=cfg.batch_prioritized)
-    elif cfg.router == "noisy_top_k":
-        routing = noisy_top_k_routing(logits, noise_logits, k, key)
-    elif cfg.router == "deepseek_v3":
-        routing = deepseek_v3_routing(
-            logits, bias, k, routed_scaling_factor=cfg.routed_scaling_factor,
-            renormalize=cfg.renormalize_gates, num_expert_groups=cfg.num_expert_groups,
-            num_selected_groups=cfg.num_selected_groups)
-    elif cfg.router == "dense":
-        routing = dense_routing(logits)
-    elif cfg.router == "expert_choice":
-        return expert_choice_routing(logits, capacity,
-                                     cfg.expert_choice_max_experts_per_token)
-    else:
-        raise ValueError(f"moe.router={cfg.router!r} has no routing function")
-    if capacity is None:
+    fam = family(cfg)
+    if fam.route is None:
+        raise ValueError(f"moe.router={cfg.router!r} has no routing function: it is its own "
+                         f"layer (moejax.make_moe_layer)")
+    routing = fam.route(cfg, logits, RouteInputs(capacity, key, noise_logits, bias))
+    if capacity is None or routing.plan is not None:     # dropless, or expert choice's own plan
         return routing
     a = routing.assignment
     plan = plan_from_assignment(a.expert_index, a.gate, a.valid, cfg.num_experts, capacity,

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 
 from moejax import losses
+from moejax.errors import check
+from moejax.routing.family import RouteInputs, RouterFamily
 from moejax.routing.select import top_k
 from moejax.routing.types import Assignment, Routing
 
@@ -66,3 +68,29 @@ def update_selection_bias(bias: jax.Array, expert_counts: jax.Array, rate: float
     counts = expert_counts.astype(jnp.float32)
     mean = jnp.mean(counts, axis=-1, keepdims=True)
     return bias + rate * jnp.sign(mean - counts).astype(bias.dtype)
+
+
+def _route(cfg, logits: jax.Array, inputs: RouteInputs) -> Routing:
+    return deepseek_v3_routing(
+        logits, inputs.bias, cfg.num_selected_experts,
+        routed_scaling_factor=cfg.routed_scaling_factor, renormalize=cfg.renormalize_gates,
+        num_expert_groups=cfg.num_expert_groups, num_selected_groups=cfg.num_selected_groups)
+
+
+def _validate(cfg) -> None:
+    p = "moe."
+    check(cfg.num_experts % cfg.num_expert_groups == 0,
+          f"{p}num_experts={cfg.num_experts} must be divisible by "
+          f"{p}num_expert_groups={cfg.num_expert_groups}")
+    if cfg.num_expert_groups > 1:
+        per_group = cfg.num_experts // cfg.num_expert_groups
+        check(cfg.num_selected_groups * per_group >= cfg.num_selected_experts,
+              f"{p}num_selected_groups={cfg.num_selected_groups} groups of {per_group} "
+              f"experts cannot hold {p}num_selected_experts={cfg.num_selected_experts}")
+
+
+FAMILY = RouterFamily(
+    name="deepseek_v3", route=_route, validate=_validate, router_params=("selection_bias",),
+    owned_fields=("num_expert_groups", "num_selected_groups", "bias_update_rate"),
+    paper="DeepSeek-AI 2024, DeepSeek-V3 (section 2.1.2); Wang et al. 2024, "
+          "Auxiliary-Loss-Free Load Balancing")

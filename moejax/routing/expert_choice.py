@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from moejax import losses
+from moejax.errors import check
+from moejax.routing.family import RouteInputs, RouterFamily
 from moejax.plan import CapacityPlan
 from moejax.routing.select import top_k
 from moejax.routing.types import Routing
@@ -47,3 +49,21 @@ def expert_choice_routing(logits: jax.Array, capacity: int,
                         num_requested=jnp.full((g,), float(num_experts * capacity)))
     return Routing(probs=probs, losses={"router_z_loss": losses.router_z_loss(logits)},
                    plan=plan)
+
+
+def _route(cfg, logits: jax.Array, inputs: RouteInputs) -> Routing:
+    return expert_choice_routing(logits, inputs.capacity, cfg.expert_choice_max_experts_per_token)
+
+
+def _validate(cfg) -> None:
+    cap = cfg.expert_choice_max_experts_per_token
+    check(cap is None or (isinstance(cap, int) and not isinstance(cap, bool) and cap >= 1),
+          f"moe.expert_choice_max_experts_per_token={cap!r} must be None or an integer >= 1")
+
+
+FAMILY = RouterFamily(
+    name="expert_choice", route=_route, validate=_validate, choice="expert", causal=False,
+    capacity_k=lambda cfg: 1,                       # C = S·cf/E: each expert's share, once
+    active_width=lambda cfg: round(cfg.capacity_factor * cfg.hidden_dim),   # cf experts/token
+    owned_fields=("expert_choice_max_experts_per_token",),
+    paper="Zhou et al. 2022, Mixture-of-Experts with Expert Choice Routing")

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jax.scipy.stats import norm
 
 from moejax import losses
+from moejax.routing.family import RouteInputs, RouterFamily
 from moejax.routing.select import top_k
 from moejax.routing.types import Assignment, Routing
 
@@ -57,3 +58,13 @@ def noisy_top_k_routing(clean_logits: jax.Array, noise_logits: jax.Array, k: int
                 "load_loss": losses.load_loss(prob_selected),
                 "router_z_loss": losses.router_z_loss(clean_logits)},
         assignment=assignment)
+
+
+def _route(cfg, logits: jax.Array, inputs: RouteInputs) -> Routing:
+    return noisy_top_k_routing(logits, inputs.noise_logits, cfg.num_selected_experts,
+                               inputs.key)
+
+
+FAMILY = RouterFamily(
+    name="noisy_top_k", route=_route, random_in_training=True, router_params=("w_noise",),
+    paper="Shazeer et al. 2017, Outrageously Large Neural Networks (noisy top-k gating)")

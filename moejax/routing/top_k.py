@@ -1,7 +1,4 @@
-"""Top-k token-choice routing: Switch (k=1), GShard, GLaM, ST-MoE, Mixtral (k=2), and more.
-
-Also the dense softmax mixture of Jacobs et al. 1991, which is token choice with k = E.
-"""
+"""Top-k token-choice routing: Switch (k=1), GLaM, ST-MoE, Mixtral (k=2), V-MoE, and more."""
 
 from __future__ import annotations
 
@@ -9,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from moejax import losses
+from moejax.routing.family import RouteInputs, RouterFamily
 from moejax.routing.select import top_k
 from moejax.routing.types import Assignment, Routing
 
@@ -45,28 +43,14 @@ def top_k_routing(logits: jax.Array, k: int, *, gate_order: str = "softmax_then_
         assignment=assignment)
 
 
-def gshard_routing(logits: jax.Array, key: jax.Array, *, batch_prioritized: bool = False
-                   ) -> Routing:
-    """GShard top-2 (Lepikhin et al. 2020, Algorithm 1) with random second-expert routing.
-
-    Gates of the two best experts are renormalised, g1/(g1+g2) and g2/(g1+g2); the second
-    expert is dispatched only if 2·g2 > u, u ~ Uniform(0, 1) per token. The withdrawn choice
-    keeps no slot; the first gate is not rescaled.
-    """
-    routing = top_k_routing(logits, 2, renormalize=True, batch_prioritized=batch_prioritized)
-    a = routing.assignment
-    u = jax.random.uniform(key, a.gate.shape[:-1])              # [G, S]
-    second = 2.0 * a.gate[..., 1] > u                           # [G, S]
-    valid = jnp.stack([jnp.ones_like(second), second], axis=-1)
-    return routing.replace(assignment=a.replace(valid=valid))
+def _route(cfg, logits: jax.Array, inputs: RouteInputs) -> Routing:
+    del inputs
+    return top_k_routing(logits, cfg.num_selected_experts, gate_order=cfg.gate_order,
+                         renormalize=cfg.renormalize_gates,
+                         batch_prioritized=cfg.batch_prioritized)
 
 
-def dense_routing(logits: jax.Array) -> Routing:
-    """The classical dense mixture of experts (Jacobs et al. 1991): every expert, softmax gates."""
-    probs = jax.nn.softmax(logits, axis=-1)                      # [G, S, E]
-    num_experts = logits.shape[-1]
-    expert_index = jnp.broadcast_to(jnp.arange(num_experts, dtype=jnp.int32), probs.shape)
-    assignment = Assignment(expert_index=expert_index, gate=probs,
-                            valid=jnp.ones(probs.shape, bool))
-    return Routing(probs=probs, losses={"router_z_loss": losses.router_z_loss(logits)},
-                   assignment=assignment)
+FAMILY = RouterFamily(
+    name="top_k", route=_route,
+    paper="Shazeer et al. 2017 (top-k); Switch (Fedus et al. 2021, k=1); GLaM, ST-MoE, "
+          "Mixtral (k=2); V-MoE batch priority (Riquelme et al. 2021)")

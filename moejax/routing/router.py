@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from moejax.config import MoeConfig
+from moejax.routing.registry import family
 
 
 class SelectionBias(nnx.Variable):
@@ -24,9 +25,10 @@ class Router(nnx.Module):
     precision", whatever the model's dtype); bfloat16 reproduces Switch Table 2's bfloat16
     router, whose softmax and routing then also run in bfloat16.
 
-    Switch jitter multiplies the router's input (only) by U(1-ε, 1+ε) in training. The noisy
-    top-k router adds W_noise (zero-initialised, as in Shazeer et al. 2017); the DeepSeek-V3
-    router carries the selection bias.
+    Switch jitter multiplies the router's input (only) by U(1-ε, 1+ε) in training. A family's
+    router_params add variables: 'w_noise' (zero-initialised noise weights, as in Shazeer et al.
+    2017's noisy top-k) and 'selection_bias' (DeepSeek-V3's bias, with the load it is updated
+    from).
     """
 
     def __init__(self, cfg: MoeConfig, model_dim: int, *, rngs: nnx.Rngs):
@@ -36,10 +38,11 @@ class Router(nnx.Module):
         init = jax.nn.initializers.normal(cfg.router_init_std)
         self.w = nnx.Param(init(rngs.params(), (model_dim, e), jnp.float32),
                            logical_axes=("embed", "expert_scores"))
-        if cfg.router == "noisy_top_k":
+        params = family(cfg).router_params
+        if "w_noise" in params:
             self.w_noise = nnx.Param(jnp.zeros((model_dim, e), jnp.float32),
                                      logical_axes=("embed", "expert_scores"))
-        if cfg.router == "deepseek_v3":
+        if "selection_bias" in params:
             self.selection_bias = SelectionBias(jnp.zeros((e,), jnp.float32),
                                                 logical_axes=("expert_scores",))
             self.expert_load = ExpertLoad(jnp.zeros((e,), jnp.float32),
@@ -60,4 +63,9 @@ class Router(nnx.Module):
 
     @property
     def bias(self) -> Optional[jax.Array]:
-        return self.selection_bias[...] if hasattr(self, "selection_bias") else None
+        return self.selection_bias[...] if self.tracks_load else None
+
+    @property
+    def tracks_load(self) -> bool:
+        """Whether the router keeps a selection bias updated from its training load."""
+        return hasattr(self, "selection_bias")
