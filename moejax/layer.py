@@ -93,8 +93,8 @@ class MoeLayer(nnx.Module):
         elif not train and fam.random_at_eval:
             # evaluation: fixed draws, so evaluating never moves the training random stream
             key = jax.random.key(0)
-        routing = route(cfg, logits, capacity=capacity, key=key, noise_logits=noise_logits,
-                        bias=self.router.bias)
+        routing = route(cfg, logits, capacity=capacity, train=train, key=key,
+                        noise_logits=noise_logits, bias=self.router.bias)
         dropout_key = self.rngs.dropout() if train and cfg.expert_dropout > 0 else None
 
         if routing.plan is None:

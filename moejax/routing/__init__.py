@@ -40,12 +40,13 @@ def routing_k(cfg: MoeConfig) -> int:
     return family(cfg).capacity_k(cfg)
 
 
-def route(cfg: MoeConfig, logits: jax.Array, *, capacity: Optional[int],
+def route(cfg: MoeConfig, logits: jax.Array, *, capacity: Optional[int], train: bool = True,
           key: Optional[jax.Array] = None, noise_logits: Optional[jax.Array] = None,
           bias: Optional[jax.Array] = None) -> Routing:
     """Runs the router family `cfg.router` on logits [G, S, E].
 
     capacity: slots per expert per group, or None for dropless dispatch (no plan is built).
+    train: training or evaluation (families that route differently at evaluation).
     key: PRNG key for families that draw random numbers (see RouterFamily).
     noise_logits: [G, S, E] x·W_noise ('w_noise' families). bias: [E] selection bias.
     """
@@ -53,7 +54,7 @@ def route(cfg: MoeConfig, logits: jax.Array, *, capacity: Optional[int],
     if fam.route is None:
         raise ValueError(f"moe.router={cfg.router!r} has no routing function: it is its own "
                          f"layer (moejax.make_moe_layer)")
-    routing = fam.route(cfg, logits, RouteInputs(capacity, key, noise_logits, bias))
+    routing = fam.route(cfg, logits, RouteInputs(capacity, train, key, noise_logits, bias))
     if capacity is None or routing.plan is not None:     # dropless, or expert choice's own plan
         return routing
     a = routing.assignment

@@ -20,11 +20,13 @@ class RouteInputs:
     """What a routing function may need besides the logits [G, S, E].
 
     capacity: slots per expert per group, or None for dropless dispatch.
+    train: training (True) or evaluation.
     key: a PRNG key when the family is random (None at evaluation unless random_at_eval).
     noise_logits: [G, S, E] x·W_noise (families with the 'w_noise' router parameter).
     bias: [E] the selection bias (families with the 'selection_bias' router parameter).
     """
     capacity: Optional[int] = None
+    train: bool = True
     key: Optional[jax.Array] = None
     noise_logits: Optional[jax.Array] = None
     bias: Optional[jax.Array] = None

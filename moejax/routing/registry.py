@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from typing import Dict
 
-from moejax.routing import (deepseek, dense, expert_choice, gshard, noisy_top_k, soft_moe,
-                            top_k)
+from moejax.routing import (balanced, deepseek, dense, expert_choice, gshard, noisy_top_k,
+                            soft_moe, top_k)
 from moejax.routing.family import RouterFamily
 
 FAMILIES: Dict[str, RouterFamily] = {m.FAMILY.name: m.FAMILY for m in (
-    top_k, gshard, noisy_top_k, expert_choice, deepseek, dense, soft_moe)}
+    top_k, gshard, noisy_top_k, expert_choice, deepseek, dense, soft_moe, balanced)}
 ROUTERS = tuple(FAMILIES)
 TOKEN_CHOICE_ROUTERS = tuple(name for name, f in FAMILIES.items() if f.choice == "token")
 
