@@ -229,14 +229,15 @@ class MoeConfig:
         fam.validate(self)
 
     def _check_family_fields(self, fam) -> None:
-        """A field that only another family reads must keep its default."""
+        """A field that only other families read must keep its default."""
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        for other in FAMILIES.values():
-            for name in other.owned_fields:
-                value = getattr(self, name)
-                check(other is fam or value == defaults[name],
-                      f"moe.{name}={value!r} is read only by moe.router={other.name!r}, not "
-                      f"moe.router={self.router!r}; leave it at {defaults[name]!r}")
+        for name in sorted({n for f in FAMILIES.values() for n in f.owned_fields}):
+            value = getattr(self, name)
+            readers = [f.name for f in FAMILIES.values() if name in f.owned_fields]
+            check(name in fam.owned_fields or value == defaults[name],
+                  f"moe.{name}={value!r} is read only by moe.router="
+                  f"{' / '.join(repr(r) for r in readers)}, not moe.router={self.router!r}; "
+                  f"leave it at {defaults[name]!r}")
 
 
 def dataclass_from_dict(cls, values: Mapping[str, Any], prefix: str):

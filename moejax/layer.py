@@ -86,7 +86,7 @@ class MoeLayer(nnx.Module):
         capacity = self.capacity(s, train)
 
         jitter_key = self.rngs.routing() if train and cfg.jitter_eps > 0 else None
-        logits, noise_logits = self.router(groups, jitter_key)          # [G, S, E]
+        logits, extra_logits = self.router(groups, jitter_key)          # [G, S, E]
         key, fam = None, family(cfg)
         if train and fam.random_in_training:
             key = self.rngs.routing()
@@ -94,7 +94,7 @@ class MoeLayer(nnx.Module):
             # evaluation: fixed draws, so evaluating never moves the training random stream
             key = jax.random.key(0)
         routing = route(cfg, logits, capacity=capacity, train=train, key=key,
-                        noise_logits=noise_logits, bias=self.router.bias)
+                        extra_logits=extra_logits, bias=self.router.bias)
         dropout_key = self.rngs.dropout() if train and cfg.expert_dropout > 0 else None
 
         if routing.plan is None:

@@ -25,7 +25,8 @@ FAMILIES = {"shazeer": "Shazeer noisy top-2", "switch": "Switch top-1",
             "gshard": "GShard top-2 (random 2nd)", "glam": "GLaM top-2",
             "st_moe": "ST-MoE top-2", "expert_choice": "expert choice cf=2",
             "mixtral": "Mixtral top-2", "deepseek_v3": "DeepSeek-V3", "soft_moe": "Soft MoE",
-            "base_layers": "BASE balanced (Sinkhorn)"}
+            "base_layers": "BASE balanced (Sinkhorn)",
+            "hierarchical": "hierarchical top-1 of 2 groups"}
 DENSE = "dense"
 BACKBONE = "switch+model.moe_stacks=encoder"
 KEEP_BACKBONE = ("activation", "causal", "allow_non_causal_routing", "dtype")
@@ -73,7 +74,7 @@ RECIPE = Recipe(
     paper="Shazeer et al. 2017; Lepikhin et al. 2020 (GShard); Fedus et al. 2021 (Switch); Du "
           "et al. 2021 (GLaM); Zoph et al. 2022 (ST-MoE); Zhou et al. 2022 (expert choice); "
           "Jiang et al. 2024 (Mixtral); DeepSeek-AI 2024 (V3); Puigcerver et al. 2023 (Soft MoE); "
-          "Lewis et al. 2021 and Clark et al. 2022 (BASE, S-BASE)",
+          "Lewis et al. 2021 and Clark et al. 2022 (BASE, S-BASE); Jordan & Jacobs 1994 (HME)",
     claim="each paper reports its sparse model beating a dense model of the same per-token "
           "compute; side by side on one backbone, every family should beat the dense baseline.",
     arms=arms, judge=judge, tiny_steps=1200, gate_backbone="dense")

@@ -9,7 +9,7 @@ for capacity-based dispatch, turns token-choice assignments into the shared capa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Mapping, Optional
 
 import jax
 
@@ -17,7 +17,7 @@ from moejax.plan import plan_from_assignment
 from moejax.routing.deepseek import deepseek_v3_routing, update_selection_bias
 from moejax.routing.dense import dense_routing
 from moejax.routing.expert_choice import expert_choice_routing
-from moejax.routing.family import RouteInputs, RouterFamily
+from moejax.routing.family import RouteInputs, RouterFamily, RouterWeight
 from moejax.routing.gshard import gshard_routing
 from moejax.routing.noisy_top_k import noisy_top_k_routing
 from moejax.routing.registry import FAMILIES, ROUTERS, family
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from moejax.config import MoeConfig
 
 __all__ = [
-    "Assignment", "Routing", "RouteInputs", "RouterFamily", "FAMILIES", "ROUTERS", "family",
+    "Assignment", "Routing", "RouteInputs", "RouterFamily", "RouterWeight", "FAMILIES", "ROUTERS", "family",
     "route", "routing_k", "top_k_routing", "gshard_routing", "dense_routing",
     "noisy_top_k_routing", "expert_choice_routing", "deepseek_v3_routing",
     "update_selection_bias",
@@ -41,20 +41,26 @@ def routing_k(cfg: MoeConfig) -> int:
 
 
 def route(cfg: MoeConfig, logits: jax.Array, *, capacity: Optional[int], train: bool = True,
-          key: Optional[jax.Array] = None, noise_logits: Optional[jax.Array] = None,
-          bias: Optional[jax.Array] = None) -> Routing:
+          key: Optional[jax.Array] = None, extra_logits: Optional[Mapping[str, jax.Array]] = None,
+          noise_logits: Optional[jax.Array] = None, bias: Optional[jax.Array] = None
+          ) -> Routing:
     """Runs the router family `cfg.router` on logits [G, S, E].
 
     capacity: slots per expert per group, or None for dropless dispatch (no plan is built).
     train: training or evaluation (families that route differently at evaluation).
     key: PRNG key for families that draw random numbers (see RouterFamily).
-    noise_logits: [G, S, E] x·W_noise ('w_noise' families). bias: [E] selection bias.
+    extra_logits: x·W for each of the family's router_weights, by name (the Router's second
+      output); noise_logits: the same as extra_logits={"w_noise": noise_logits}.
+    bias: [E] selection bias.
     """
     fam = family(cfg)
     if fam.route is None:
         raise ValueError(f"moe.router={cfg.router!r} has no routing function: it is its own "
                          f"layer (moejax.make_moe_layer)")
-    routing = fam.route(cfg, logits, RouteInputs(capacity, train, key, noise_logits, bias))
+    extra = dict(extra_logits or {})
+    if noise_logits is not None:
+        extra["w_noise"] = noise_logits
+    routing = fam.route(cfg, logits, RouteInputs(capacity, train, key, extra, bias))
     if capacity is None or routing.plan is not None:     # dropless, or expert choice's own plan
         return routing
     a = routing.assignment

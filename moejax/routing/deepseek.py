@@ -90,7 +90,7 @@ def _validate(cfg) -> None:
 
 
 FAMILY = RouterFamily(
-    name="deepseek_v3", route=_route, validate=_validate, router_params=("selection_bias",),
+    name="deepseek_v3", route=_route, validate=_validate, selection_bias=True,
     owned_fields=("num_expert_groups", "num_selected_groups", "bias_update_rate"),
     paper="DeepSeek-AI 2024, DeepSeek-V3 (section 2.1.2); Wang et al. 2024, "
           "Auxiliary-Loss-Free Load Balancing")

@@ -8,7 +8,7 @@ router names (moejax/routing/registry.py holds the table).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Mapping, Optional, Tuple
 
 import jax
 
@@ -22,14 +22,23 @@ class RouteInputs:
     capacity: slots per expert per group, or None for dropless dispatch.
     train: training (True) or evaluation.
     key: a PRNG key when the family is random (None at evaluation unless random_at_eval).
-    noise_logits: [G, S, E] x·W_noise (families with the 'w_noise' router parameter).
-    bias: [E] the selection bias (families with the 'selection_bias' router parameter).
+    extra_logits: x·W for each of the family's router_weights, by name ([G, S, columns]).
+    bias: [E] the selection bias (families with selection_bias).
     """
     capacity: Optional[int] = None
     train: bool = True
     key: Optional[jax.Array] = None
-    noise_logits: Optional[jax.Array] = None
+    extra_logits: Mapping[str, jax.Array] = dataclasses.field(default_factory=dict)
     bias: Optional[jax.Array] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RouterWeight:
+    """A router weight matrix [D, columns(cfg)] beyond W_g, initialised to zeros (Shazeer et
+    al.'s W_noise) or N(0, moe.router_init_std²); the router passes x·W to the family."""
+    name: str
+    columns: Callable[[Any], int]
+    init: str = "normal"
 
 
 def selected_k(cfg) -> int:
@@ -60,8 +69,9 @@ class RouterFamily:
       decoder without moe.allow_non_causal_routing).
     random_in_training / random_at_eval: whether routing draws random numbers in training, and
       at evaluation too (with a fixed key, so evaluating never moves the training stream).
-    router_params: extra router variables: 'w_noise' (noise weights), 'selection_bias' (a
-      bias used only to choose experts, updated from the training load).
+    router_weights: extra router weight matrices (RouterWeight), e.g. noisy top-k's W_noise.
+    selection_bias: whether the router keeps a bias used only to choose experts, updated from
+      its training load (DeepSeek-V3's loss-free balancing).
     owned_fields: MoeConfig fields that only this family reads; any other family refuses a
       non-default value for them.
     capacity_k: (MoeConfig) -> assignments per token that the capacity formula counts.
@@ -78,7 +88,8 @@ class RouterFamily:
     causal: bool = True
     random_in_training: bool = False
     random_at_eval: bool = False
-    router_params: Tuple[str, ...] = ()
+    router_weights: Tuple[RouterWeight, ...] = ()
+    selection_bias: bool = False
     owned_fields: Tuple[str, ...] = ()
     capacity_k: Callable[[Any], int] = selected_k
     full_capacity: bool = False

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from jax.scipy.stats import norm
 
 from moejax import losses
-from moejax.routing.family import RouteInputs, RouterFamily
+from moejax.routing.family import RouteInputs, RouterFamily, RouterWeight
 from moejax.routing.select import top_k
 from moejax.routing.types import Assignment, Routing
 
@@ -61,10 +61,11 @@ def noisy_top_k_routing(clean_logits: jax.Array, noise_logits: jax.Array, k: int
 
 
 def _route(cfg, logits: jax.Array, inputs: RouteInputs) -> Routing:
-    return noisy_top_k_routing(logits, inputs.noise_logits, cfg.num_selected_experts,
-                               inputs.key)
+    return noisy_top_k_routing(logits, inputs.extra_logits["w_noise"],
+                               cfg.num_selected_experts, inputs.key)
 
 
 FAMILY = RouterFamily(
-    name="noisy_top_k", route=_route, random_in_training=True, router_params=("w_noise",),
+    name="noisy_top_k", route=_route, random_in_training=True,
+    router_weights=(RouterWeight("w_noise", lambda cfg: cfg.num_experts, init="zeros"),),
     paper="Shazeer et al. 2017, Outrageously Large Neural Networks (noisy top-k gating)")
