@@ -23,18 +23,24 @@ from moejax.train.workdir_lock import LOCK_NAME, WorkdirBusy, WorkdirLock
 from test_train import ROOT, micro
 
 
-def test_nan_stops_training_and_keeps_the_last_checkpoint(data_dir, tmp_path, monkeypatch):
+def after_step(monkeypatch, n, action):
+    """Makes the trainer's n-th train step return action(model, metrics); returns the real
+    train step."""
     real_step = trainer.train_step
     calls = {"n": 0}
 
-    def poisoned(model, optimizer, batch, z_loss):
+    def step(model, optimizer, batch, z_loss):
         calls["n"] += 1
         metrics = real_step(model, optimizer, batch, z_loss)
-        if calls["n"] == 3:
-            metrics = {**metrics, "loss": float("nan")}
-        return metrics
+        return action(model, metrics) if calls["n"] == n else metrics
 
-    monkeypatch.setattr(trainer, "train_step", poisoned)
+    monkeypatch.setattr(trainer, "train_step", step)
+    return real_step
+
+
+def test_nan_stops_training_and_keeps_the_last_checkpoint(data_dir, tmp_path, monkeypatch):
+    real_step = after_step(monkeypatch, 3, lambda model, metrics: {**metrics,
+                                                                   "loss": float("nan")})
     config = micro("glam", data_dir, steps=5)
     config.train.update(checkpoint_every=2, eval_every=5)
     with pytest.raises(trainer.TrainingDiverged,
@@ -108,18 +114,11 @@ def test_corrupt_checkpoint_names_the_way_back(data_dir, tmp_path):
 def test_a_state_that_is_not_finite_is_never_saved(data_dir, tmp_path, monkeypatch):
     """The loss is computed before the update: a step can leave NaN weights behind a finite
     loss (a learning rate of inf does). Its checkpoint must not be written."""
-    real_step = trainer.train_step
-    calls = {"n": 0}
-
-    def poisoning(model, optimizer, batch, z_loss):
-        calls["n"] += 1
-        metrics = real_step(model, optimizer, batch, z_loss)
-        if calls["n"] == 2:
-            params = nnx.state(model, nnx.Param)
-            nnx.update(model, jax.tree.map(lambda x: x * jnp.nan, params))
+    def poison(model, metrics):
+        nnx.update(model, jax.tree.map(lambda x: x * jnp.nan, nnx.state(model, nnx.Param)))
         return metrics
 
-    monkeypatch.setattr(trainer, "train_step", poisoning)
+    real_step = after_step(monkeypatch, 2, poison)
     config = micro("glam", data_dir, steps=3)
     config.train.update(checkpoint_every=1, eval_every=3)
     with pytest.raises(trainer.TrainingDiverged,
@@ -195,16 +194,8 @@ def test_a_second_run_on_a_busy_workdir_refuses_before_building(data_dir, tmp_pa
 
 
 def test_sigterm_saves_after_the_step_and_returns(data_dir, tmp_path, monkeypatch):
-    real_step = trainer.train_step
-    calls = {"n": 0}
-
-    def preempted(*args):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real_step(*args)
-
-    monkeypatch.setattr(trainer, "train_step", preempted)
+    after_step(monkeypatch, 2, lambda model, metrics: os.kill(os.getpid(), signal.SIGTERM)
+               or metrics)
     handler = signal.getsignal(signal.SIGTERM)
     config = micro("glam", data_dir, steps=100)
     config.train.update(checkpoint_every=100, eval_every=100)
