@@ -24,7 +24,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from moejax.data.config import span_corruption_shapes
-from moejax.models import ModelConfig, build_model
+from moejax.models import ModelConfig, init_model
 from moejax.parallel import MeshConfig, global_batch, shard_model, shard_optimizer
 from moejax.parallel.rules import batch_sharding, like_parameters, state_shardings
 from moejax.train.config import resolve
@@ -154,8 +154,7 @@ def build(config, mesh: Optional[MeshConfig] = None, seed: int = 0,
     steps = config.train.num_steps
 
     def make_model():
-        return build_model(model_cfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1,
-                                                    routing=seed + 2))
+        return init_model(model_cfg, seed)
 
     def make_both():
         model = make_model()

@@ -12,4 +12,12 @@ def build_model(cfg: ModelConfig, *, rngs: nnx.Rngs):
     return (DecoderLM if cfg.arch == "decoder" else EncoderDecoder)(cfg, rngs=rngs)
 
 
-__all__ = ["ModelConfig", "DecoderLM", "EncoderDecoder", "build_model", "ffn_pattern"]
+def init_model(cfg: ModelConfig, seed: int):
+    """The model of a training run with seed `seed`: the project's one convention for its
+    random streams, params = seed, dropout = seed + 1, routing = seed + 2 (so runs that
+    differ only in their FFNs share every other initial weight, see ModelConfig)."""
+    return build_model(cfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1, routing=seed + 2))
+
+
+__all__ = ["ModelConfig", "DecoderLM", "EncoderDecoder", "build_model", "init_model",
+           "ffn_pattern"]

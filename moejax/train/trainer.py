@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 from moejax.data import make_pipeline, make_tokenizer
 from moejax.data.sources import open_source
 from moejax.errors import ConfigError, check
-from moejax.models import build_model
+from moejax.models import init_model
 from moejax.parallel import global_batch, shard_model, shard_optimizer
 from moejax.train import plots
 from moejax.train.checkpoint import Checkpointer, set_aside_after
@@ -144,8 +144,7 @@ def _make_workdir(workdir: str) -> None:
 def _train(config, workdir: str, model_cfg, mesh, checkpoints: Checkpointer) -> Dict[str, Any]:
     t = config.train
     seed = t.seed
-    model = shard_model(lambda: build_model(
-        model_cfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1, routing=seed + 2)), mesh)
+    model = shard_model(lambda: init_model(model_cfg, seed), mesh)
     optimizer = shard_optimizer(
         lambda model: make_optimizer(config.optimizer, model, t.num_steps), model, mesh)
     train_data = make_pipeline(config.data, split=config.data.train_split, seed=seed,

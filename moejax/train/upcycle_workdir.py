@@ -21,7 +21,7 @@ from flax import nnx
 
 from moejax.data import make_tokenizer
 from moejax.errors import ConfigError, check, check_choice
-from moejax.models import build_model
+from moejax.models import build_model, init_model
 from moejax.models.config import ModelConfig
 from moejax.parallel import shard_model, shard_optimizer
 from moejax.train import checkpoint_info, upcycle
@@ -190,8 +190,7 @@ def _write(plan: Plan) -> str:
                   f"({_count(dense_model) / 1e6:.2f}M parameters) from "
                   f"{source.directory}/{plan.step}")
 
-    model = shard_model(lambda: build_model(
-        plan.model_cfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1, routing=seed + 2)), mesh)
+    model = shard_model(lambda: init_model(plan.model_cfg, seed), mesh)
     optimizer = shard_optimizer(lambda model: make_optimizer(
         config.optimizer, model, config.train.num_steps), model, mesh)
     template_model, template_optimizer = (to_saveable(nnx.state(model)),
