@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -345,3 +346,17 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(data_dir, tmp_path):
     for ra, rb in zip(a, b):
         for key in ("loss", "grad_norm"):
             np.testing.assert_allclose(rb[key], ra[key], rtol=1e-6, err_msg=f"{key} {ra['step']}")
+
+
+def test_sigterm_while_starting_up_exits_cleanly(data_dir, tmp_path):
+    """A signal while JAX is still being imported is remembered and honoured before step 1."""
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.train",
+                             "--config=configs/glam.py:tiny", f"--workdir={tmp_path / 'run'}",
+                             f"--config.data.data_dir={data_dir}"],
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)                                   # still importing
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "SIGTERM during start-up: stopped before training" in err and "Traceback" not in err
+    assert not os.listdir(tmp_path / "run" / "checkpoints")
