@@ -143,12 +143,14 @@ class TrainSetup:
 
 
 def build(config, mesh: Optional[MeshConfig] = None, seed: int = 0,
-          abstract: bool = False) -> TrainSetup:
+          abstract: bool = False, devices=None) -> TrainSetup:
     """The setup of `config`: single device (mesh None) or sharded over the mesh, with the
     config's data.batch_size split over the mesh's batch axes.
 
     abstract: shapes only (every array a jax.ShapeDtypeStruct, placed as training places it):
     enough to lower and compile, nothing allocated or initialised; step_fn() cannot run it.
+    devices: the mesh's devices (default: every device), e.g. a TPU topology's for compiling
+    ahead of time (abstract only).
     """
     model_cfg = resolve(config, vocab_size(config))
     steps = config.train.num_steps
@@ -171,7 +173,7 @@ def build(config, mesh: Optional[MeshConfig] = None, seed: int = 0,
                           jax.tree.map(jnp.asarray, batch), None)
     config = config.copy_and_resolve_references()
     config.mesh.update(dataclasses.asdict(mesh))
-    jax_mesh = training_mesh(config, model_cfg)       # checks E, batch against the mesh
+    jax_mesh = training_mesh(config, model_cfg, devices)  # checks E, batch against the mesh
     with jax.set_mesh(jax_mesh):
         if abstract:
             model, optimizer = nnx.eval_shape(make_both)

@@ -12,9 +12,10 @@ from moejax.parallel.mesh import (MESH_AXES, MeshConfig, batch_shards, check_moe
                                   make_mesh)
 
 
-def training_mesh(config, model_cfg: ModelConfig) -> Mesh:
-    """config.mesh as a Mesh; one ConfigError line if it does not suit the model or batch."""
-    mesh = make_mesh(MeshConfig.from_dict(dict(config.mesh)))
+def training_mesh(config, model_cfg: ModelConfig, devices=None) -> Mesh:
+    """config.mesh as a Mesh over `devices` (default: every device); one ConfigError line if
+    it does not suit the model or batch."""
+    mesh = make_mesh(MeshConfig.from_dict(dict(config.mesh)), devices)
     if model_cfg.has_moe:
         check_moe_fits(model_cfg.moe, mesh)
     shards, batch = batch_shards(mesh), config.data.batch_size
