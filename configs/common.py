@@ -106,7 +106,11 @@ def t5_backbone(config, arg, *, num_experts):
                             warmup_steps=10_000)
     config.train.update(num_steps=100_000, log_every=100, eval_every=5000, eval_batches=50,
                         checkpoint_every=5000)
-    config.moe.group_size = 8192
+    # Routing groups are whole sequences (moe.group_size None): 8192 tokens, used before,
+    # does not divide the decoder's 2048 · 114 = 2¹²·57 tokens per batch, so the config never
+    # traced (found by compiling it for a TPU slice, experiments/aot.py); a group size that
+    # divides both stacks (4096) leaves 57 decoder groups, which no mesh of 2+ data shards
+    # can split.
 
 
 def decoder_backbone(config, arg, *, num_experts):

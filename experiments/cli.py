@@ -78,8 +78,9 @@ def unknown_field(argv: List[str]) -> Optional[str]:
 
 def _check_config_loaded(flag_values: flags.FlagValues) -> None:
     """ml_collections defers a config file that cannot be read to its first use."""
-    if "config" not in flag_values or flag_values["config"].value is None:
-        return
+    flag = flag_values["config"] if "config" in flag_values else None
+    if flag is None or flag.value is None or not hasattr(flag, "config_filename"):
+        return                               # no config flag, or a plain one (launch_tpu)
     try:
         flag_values["config"].value.keys()
     except OSError as err:
