@@ -1,8 +1,8 @@
 """Per-layer MoE diagnostics: expert load, drops, balance and router statistics.
 
-All values are float32 (whatever the router's dtype) scalars except tokens_per_expert and expert_counts ([E]) and
-experts_per_token ([EXPERTS_PER_TOKEN_BINS]). Under a scan over layers they come out stacked per
-layer.
+All values are float32, whatever the router's dtype: scalars, except tokens_per_expert and
+expert_counts ([E]) and experts_per_token ([EXPERTS_PER_TOKEN_BINS]). Under a scan over layers
+they come out stacked per layer.
 """
 
 from __future__ import annotations

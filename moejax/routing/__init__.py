@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from moejax.config import MoeConfig
 
 __all__ = [
-    "Assignment", "Routing", "RouteInputs", "RouterFamily", "RouterWeight", "FAMILIES", "ROUTERS", "family",
-    "route", "routing_k", "top_k_routing", "gshard_routing", "dense_routing",
+    "Assignment", "Routing", "RouteInputs", "RouterFamily", "RouterWeight", "FAMILIES",
+    "ROUTERS", "family", "route", "routing_k", "top_k_routing", "gshard_routing", "dense_routing",
     "noisy_top_k_routing", "expert_choice_routing", "deepseek_v3_routing",
     "update_selection_bias",
 ]
