@@ -5,7 +5,7 @@ import importlib.util
 
 import pytest
 
-from experiments import aot
+from experiments.benchmarks import aot
 from moejax.errors import ConfigError
 from moejax.parallel.tpu_chips import CHIPS, parse_topology
 

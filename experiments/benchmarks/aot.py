@@ -1,0 +1,157 @@
+"""Ahead-of-time compilation of a config's train step for a Cloud TPU slice, and its sizing:
+memory against HBM, FLOPs, the collectives of the compiled program and a roofline prediction
+(the library of experiments/aot.py; see there)."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from typing import Any, Dict
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.experimental import topologies
+
+from experiments.benchmarks import train_setup
+from moejax.errors import ConfigError
+from moejax.parallel import MeshConfig
+from moejax.parallel.tpu_chips import parse_topology
+from moejax.train.checkpoint import StderrHeld
+
+COLLECTIVES = ("all-to-all", "ragged-all-to-all", "all-reduce", "all-gather",
+               "reduce-scatter", "collective-permute")
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
+                "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8}
+_SHAPE = re.compile(r"\b([a-z]+\d*)\[([\d,]*)\]")
+_OP = re.compile(r"=\s*(\(?[^=]*?\)?)\s+(" + "|".join(
+    re.escape(c) for c in sorted(COLLECTIVES, key=len, reverse=True)) + r")(-start)?\(")
+
+
+def tpu_devices(chip, shape):
+    """The devices of a slice of `chip` with chip grid `shape` (no TPU needed). libtpu's
+    start-up warnings about the TPU VM it is not running on are held back."""
+    bounds = (2, 2, 1) if chip.dims == 3 or math.prod(shape) < 8 else (2, 4, 1)
+    name = f"{chip.name}:{'x'.join(map(str, shape))}"
+    with StderrHeld() as held:
+        held.drop = True
+        try:
+            return topologies.get_topology_desc(platform="tpu", topology_name=name,
+                                                chip_config_name="default",
+                                                chips_per_host_bounds=bounds,
+                                                num_slices=1).devices
+        except Exception as err:  # noqa: BLE001 -- libtpu raises plain RuntimeErrors
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ConfigError(f"libtpu cannot describe a {name} slice: {first[:200]}") from None
+
+
+def shape_bytes(text: str) -> int:
+    """Bytes of every array shape in an HLO result type ('bf16[8,128]' or a tuple of them)."""
+    total = 0
+    for dtype, dims in _SHAPE.findall(text):
+        if dtype in _DTYPE_BYTES:
+            total += _DTYPE_BYTES[dtype] * math.prod(int(d) for d in dims.split(",") if d)
+    return total
+
+
+def collectives(hlo_text: str) -> Dict[str, Dict[str, int]]:
+    """{kind: {"count", "bytes"}} of the collectives in a compiled (per-device) HLO module;
+    bytes are each op's result size (async ops are counted at their -start)."""
+    found: Dict[str, Dict[str, int]] = {}
+    for line in hlo_text.splitlines():
+        match = _OP.search(line)
+        if not match:
+            continue
+        entry = found.setdefault(match.group(2), {"count": 0, "bytes": 0})
+        entry["count"] += 1
+        entry["bytes"] += shape_bytes(match.group(1))
+    return found
+
+
+def sharded_bytes(tree) -> int:
+    """Bytes one device holds of an abstract, sharded pytree."""
+    total = 0
+    for leaf in jax.tree.leaves(tree):
+        shape = getattr(leaf, "shape", None)
+        if shape is None:
+            continue
+        sharding = getattr(leaf, "sharding", None)
+        local = sharding.shard_shape(shape) if sharding is not None else shape
+        total += math.prod(local) * np.dtype(leaf.dtype).itemsize
+    return total
+
+
+def analyse(config, topology: str, log=print) -> Dict[str, Any]:
+    """Compiles config's train step for `topology`; returns the figures (see the module doc)."""
+    chip, shape = parse_topology(topology)
+    devices = tpu_devices(chip, shape)
+    log(f"{topology}: {len(devices)} chips ({'x'.join(map(str, shape))}), "
+        f"{chip.hbm_bytes / 2 ** 30:.0f} GiB HBM each")
+    start = time.perf_counter()
+    setup = train_setup.build(config, MeshConfig.from_dict(dict(config.mesh)), abstract=True,
+                              devices=devices)
+    log(f"mesh: {' '.join(f'{k}={v}' for k, v in setup.mesh.shape.items())}")
+    compiled = setup.compile()
+    seconds = time.perf_counter() - start
+    memory = compiled.memory_analysis()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    found = collectives(compiled.as_text())
+    params = sharded_bytes(nnx.state(setup.model, nnx.Param))
+    optimizer = sharded_bytes(nnx.state(setup.optimizer))
+    total = (memory.argument_size_in_bytes + memory.output_size_in_bytes
+             - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+    flops = float(cost.get("flops", 0.0))
+    accessed = float(cost.get("bytes accessed", 0.0))
+    moved = sum(c["bytes"] for c in found.values())
+    compute_s, hbm_s, ici_s = (flops / chip.bf16_flops, accessed / chip.hbm_bandwidth,
+                               moved / chip.ici_bandwidth)
+    step_s = max(compute_s, hbm_s) + ici_s
+    return {
+        "topology": topology, "chips": len(devices), "shape": list(shape),
+        "mesh": dict(setup.mesh.shape), "compile_seconds": round(seconds, 1),
+        "per_chip": {
+            "parameter_bytes": params, "optimizer_state_bytes": optimizer,
+            "argument_bytes": memory.argument_size_in_bytes,
+            "output_bytes": memory.output_size_in_bytes,
+            "alias_bytes": memory.alias_size_in_bytes,
+            "temporary_bytes": memory.temp_size_in_bytes,
+            "total_bytes": total, "hbm_bytes": chip.hbm_bytes,
+            "flops": flops, "bytes_accessed": accessed, "collectives": found,
+        },
+        "fits": total <= chip.hbm_bytes,
+        "prediction": {"compute_seconds": compute_s, "hbm_seconds": hbm_s,
+                       "collective_seconds": ici_s, "step_seconds": step_s,
+                       "mfu": compute_s / step_s if step_s else None},
+    }
+
+
+def report(figures: Dict[str, Any]) -> str:
+    c, p = figures["per_chip"], figures["prediction"]
+    gib = 2 ** 30
+    lines = [
+        f"per chip: parameters {c['parameter_bytes'] / gib:.2f} GiB, optimizer state "
+        f"{c['optimizer_state_bytes'] / gib:.2f} GiB",
+        f"compiled memory per chip: arguments {c['argument_bytes'] / gib:.2f} GiB, outputs "
+        f"{c['output_bytes'] / gib:.2f} GiB (aliased {c['alias_bytes'] / gib:.2f}), temporaries "
+        f"{c['temporary_bytes'] / gib:.2f} GiB, total {c['total_bytes'] / gib:.2f} GiB of "
+        f"{c['hbm_bytes'] / gib:.1f} GiB HBM",
+        ("FITS" if figures["fits"] else "DOES NOT FIT") + f": {c['total_bytes'] / gib:.2f} GiB "
+        f"needed, {c['hbm_bytes'] / gib:.1f} GiB per chip",
+        f"per chip and step: {c['flops'] / 1e12:.2f} TFLOP, {c['bytes_accessed'] / 1e9:.2f} GB "
+        f"of HBM traffic",
+    ]
+    if c["collectives"]:
+        lines.append("collectives per chip and step: " + ", ".join(
+            f"{kind} ×{v['count']} {v['bytes'] / 1e6:.1f} MB"
+            for kind, v in sorted(c["collectives"].items())))
+    else:
+        lines.append("collectives per chip and step: none")
+    lines.append(
+        f"PREDICTION (roofline, not a measurement): step {p['step_seconds'] * 1e3:.1f} ms = "
+        f"max(compute {p['compute_seconds'] * 1e3:.1f} ms, HBM {p['hbm_seconds'] * 1e3:.1f} ms) "
+        f"+ collectives {p['collective_seconds'] * 1e3:.1f} ms; MFU "
+        + ("n/a" if p["mfu"] is None else f"{100 * p['mfu']:.0f}%"))
+    lines.append(f"(compiled in {figures['compile_seconds']:.0f} s)")
+    return "\n".join(lines)
