@@ -20,7 +20,6 @@ HBM traffic overlap and collectives do not; it is a bound for planning, not a me
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import sys
 
@@ -55,9 +54,7 @@ def main(argv):
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     print(report(figures))
-    if _JSON.value:
-        with open(_JSON.value, "w", encoding="utf-8") as f:
-            json.dump(figures, f, indent=1)
+    cli.write_json(_JSON.value, figures)
     if not figures["fits"]:
         sys.exit(1)
 

@@ -84,9 +84,7 @@ def main(argv):
     else:
         add_virtual_devices(_SUITE.value)
         results = run_here(_SUITE.value)
-    if _JSON.value:
-        with open(_JSON.value, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1)
+    cli.write_json(_JSON.value, results)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import json
 import re
 import sys
 from typing import List, Optional
@@ -100,6 +101,13 @@ def parse_flags(argv: List[str], flag_values: flags.FlagValues = flags.FLAGS) ->
         message = unknown_field(argv[1:]) or f"bad --config override: {err}"
     print(f"error: {message}", file=sys.stderr)
     sys.exit(1)
+
+
+def write_json(path: Optional[str], value) -> None:
+    """Writes value as indented JSON to path (a script's --json flag); nothing if path is None."""
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(value, f, indent=1)
 
 
 def run(main) -> None:

@@ -10,7 +10,6 @@ layer's expert load, dropped fraction and max violation from the last train reco
 the step. --json also writes all of it as JSON. Errors are one line (`error: ...`, exit 1).
 """
 
-import json
 import sys
 
 from absl import flags, logging
@@ -34,9 +33,7 @@ def main(argv):
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     print(format_summary(summary))
-    if _JSON.value:
-        with open(_JSON.value, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=1)
+    cli.write_json(_JSON.value, summary)
 
 
 if __name__ == "__main__":
