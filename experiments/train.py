@@ -20,8 +20,9 @@ import signal
 # Stop requests during start-up (importing JAX takes seconds) are recorded from here on and
 # handed to the trainer's handler: the run then exits cleanly before its first step.
 _EARLY_STOPS = []
-for _signum in (signal.SIGTERM, signal.SIGINT):
-    signal.signal(_signum, lambda signum, frame: _EARLY_STOPS.append(signum))
+if __name__ == "__main__":                 # not when imported (e.g. by a test runner)
+    for _signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(_signum, lambda signum, frame: _EARLY_STOPS.append(signum))
 
 import os  # noqa: E402
 import sys  # noqa: E402
