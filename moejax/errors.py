@@ -20,3 +20,10 @@ def check_choice(field: str, value, allowed) -> None:
     if value not in allowed:
         raise ConfigError(
             f"{field}={value!r} is not one of {', '.join(repr(a) for a in allowed)}")
+
+
+def first_line(err: BaseException) -> str:
+    """'TypeName: first line of its message' (at most 200 characters of it), for a one-line
+    error that names the cause of a library's multi-line exception."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0][:200]}" if text else type(err).__name__

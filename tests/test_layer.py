@@ -50,9 +50,10 @@ def layer_weights(layer):
 
 def route_from_weights(w, cfg, x, capacity, key=None):
     """The library's routing (tested on its own in test_routing.py) on x·W_g (and x·W_noise)."""
-    noise = jnp.einsum("gsd,de->gse", x, w["router_noise"]) if "router_noise" in w else None
+    extra = ({"w_noise": jnp.einsum("gsd,de->gse", x, w["router_noise"])}
+             if "router_noise" in w else None)
     return route(cfg, jnp.einsum("gsd,de->gse", x, w["router"]), capacity=capacity, key=key,
-                 noise_logits=noise)
+                 extra_logits=extra)
 
 
 def concrete_route(w, cfg, x, capacity, key=None):

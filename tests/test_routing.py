@@ -850,7 +850,8 @@ def test_route_dispatches_to_the_family(case):
     noise_logits = random_logits(12, (g, s, e), scale=1.0)
     bias = np.random.default_rng(13).uniform(-0.3, 0.3, size=e).astype(np.float32)
     key = jax.random.PRNGKey(14)
-    inputs = dict(key=key, noise_logits=jnp.asarray(noise_logits), bias=jnp.asarray(bias))
+    inputs = dict(key=key, extra_logits={"w_noise": jnp.asarray(noise_logits)},
+                  bias=jnp.asarray(bias))
     out, stats = route(cfg, jnp.asarray(logits), capacity=capacity, **inputs)
     index, gate, valid, probs, priority = family_reference(cfg, logits, key, noise_logits, bias)
     same(out.assignment.expert_index, index)
@@ -892,7 +893,8 @@ def test_route_loss_names_per_family():
     for router, names in expected.items():
         cfg = MoeConfig(router=router, num_experts=4, num_selected_experts=2)
         out = jax.eval_shape(functools.partial(
-            _routing.route, cfg, capacity=4, key=key, noise_logits=jnp.zeros_like(logits),
+            _routing.route, cfg, capacity=4, key=key,
+            extra_logits={"w_noise": jnp.zeros_like(logits)},
             bias=jnp.zeros(4)), logits)
         assert set(out.losses) == names, router
 

@@ -15,7 +15,7 @@ from flax import nnx
 from jax.experimental import topologies
 
 from experiments.benchmarks import train_setup
-from moejax.errors import ConfigError
+from moejax.errors import ConfigError, first_line
 from moejax.parallel import MeshConfig
 from moejax.parallel.tpu_chips import parse_topology
 from moejax.train.checkpoint import StderrHeld
@@ -42,8 +42,8 @@ def tpu_devices(chip, shape):
                                                 chips_per_host_bounds=bounds,
                                                 num_slices=1).devices
         except Exception as err:  # noqa: BLE001 -- libtpu raises plain RuntimeErrors
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise ConfigError(f"libtpu cannot describe a {name} slice: {first[:200]}") from None
+            raise ConfigError(f"libtpu cannot describe a {name} slice: {first_line(err)}"
+                              ) from None
 
 
 def shape_bytes(text: str) -> int:

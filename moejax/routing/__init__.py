@@ -42,25 +42,22 @@ def routing_k(cfg: MoeConfig) -> int:
 
 def route(cfg: MoeConfig, logits: jax.Array, *, capacity: Optional[int], train: bool = True,
           key: Optional[jax.Array] = None, extra_logits: Optional[Mapping[str, jax.Array]] = None,
-          noise_logits: Optional[jax.Array] = None, bias: Optional[jax.Array] = None
-          ) -> Routing:
+          bias: Optional[jax.Array] = None) -> Routing:
     """Runs the router family `cfg.router` on logits [G, S, E].
 
     capacity: slots per expert per group, or None for dropless dispatch (no plan is built).
     train: training or evaluation (families that route differently at evaluation).
     key: PRNG key for families that draw random numbers (see RouterFamily).
     extra_logits: x·W for each of the family's router_weights, by name (the Router's second
-      output); noise_logits: the same as extra_logits={"w_noise": noise_logits}.
+      output), e.g. {"w_noise": x·W_noise} for noisy top-k.
     bias: [E] selection bias.
     """
     fam = family(cfg)
     if fam.route is None:
         raise ValueError(f"moe.router={cfg.router!r} has no routing function: it is its own "
                          f"layer (moejax.make_moe_layer)")
-    extra = dict(extra_logits or {})
-    if noise_logits is not None:
-        extra["w_noise"] = noise_logits
-    routing = fam.route(cfg, logits, RouteInputs(capacity, train, key, extra, bias))
+    routing = fam.route(cfg, logits, RouteInputs(capacity, train, key, dict(extra_logits or {}),
+                                                 bias))
     if capacity is None or routing.plan is not None:     # dropless, or expert choice's own plan
         return routing
     a = routing.assignment

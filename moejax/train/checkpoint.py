@@ -19,7 +19,7 @@ from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 
-from moejax.errors import ConfigError, check
+from moejax.errors import ConfigError, check, first_line
 from moejax.train.logs import is_remote
 
 
@@ -86,11 +86,6 @@ class StderrHeld:
 
 class CheckpointWriteFailed(RuntimeError):
     """A checkpoint could not be written (disk full, permissions); earlier ones are intact."""
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _disk_full(err: Optional[BaseException]) -> bool:
@@ -185,7 +180,7 @@ class Checkpointer:
                     raise
         except Exception as err:     # noqa: BLE001
             cause = (f"disk full at {self.directory}" if _disk_full(err) else
-                     f"{type(err).__name__}: {_first_line(err)[:200]}")
+                     first_line(err))
             raise CheckpointWriteFailed(
                 f"checkpoint step {step} could not be written ({cause}); the last complete "
                 f"checkpoint is {'step ' + str(last) if last else 'none'}: free space (or fix "
@@ -231,14 +226,13 @@ class Checkpointer:
                 state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore(),
                 config=ocp.args.JsonRestore()))
         except Exception as err:   # orbax raises many types for missing/corrupt/mismatched files
-            first = _first_line(err)
             earlier = [s for s in self.manager.all_steps() if s < step]
             how = (f"resume from step {max(earlier)} with --config.train.restore_step="
                    f"{max(earlier)} (later checkpoints are moved aside, not deleted)" if earlier
                    else "no earlier checkpoint exists")
             raise ConfigError(
                 f"checkpoint {os.path.join(self.directory, str(step))} cannot be restored "
-                f"({type(err).__name__}: {first[:200]}): it is damaged or was written with a "
+                f"({first_line(err)}): it is damaged or was written with a "
                 f"different model config; use a new --workdir, or {how}") from err
         states = restored.data.get("processes", [restored.data])  # written by one process
         if len(states) != jax.process_count():

@@ -14,13 +14,8 @@ import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
 
-from moejax.errors import ConfigError, check
+from moejax.errors import ConfigError, check, first_line
 from moejax.train.checkpoint import checkpoint_directory
-
-
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0][:200]}" if text else type(err).__name__
 
 
 def steps(workdir: str) -> list[int]:
@@ -52,7 +47,7 @@ def _read_json(workdir: str, step: int, item: str) -> Any:
     try:
         return ocp.JsonCheckpointHandler().restore(path)
     except Exception as err:   # orbax raises many types for missing/corrupt files
-        raise ConfigError(f"checkpoint {path} cannot be read ({_first_line(err)}): it is "
+        raise ConfigError(f"checkpoint {path} cannot be read ({first_line(err)}): it is "
                           "damaged or was not written by moejax") from err
 
 
@@ -82,7 +77,7 @@ def array_metadata(workdir: str, step: int) -> dict[str, Any]:
         metadata = ocp.StandardCheckpointHandler().metadata(path)
         tree = metadata.tree if hasattr(metadata, "tree") else metadata
     except Exception as err:   # orbax raises many types for missing/corrupt files
-        raise ConfigError(f"checkpoint {path} cannot be read ({_first_line(err)}): it is "
+        raise ConfigError(f"checkpoint {path} cannot be read ({first_line(err)}): it is "
                           "damaged or was not written by moejax") from err
     check(isinstance(tree, dict) and "model" in tree,
           f"checkpoint {path} holds no model parameters (not written by moejax)")
