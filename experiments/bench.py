@@ -1,6 +1,6 @@
 r"""Benchmarks printed as ratios measured side by side in one run (docs/PERFORMANCE.md).
 
-    python -m experiments.bench --suite=layer|step|comm|compile|memory|all [--smoke]
+    python -m experiments.bench --suite=layer|step|comm|compile|memory|gpu|all [--smoke]
         [--json=PATH] [--plot=PNG]
 
 Suites (one module each in experiments/benchmarks/):
@@ -11,6 +11,9 @@ Suites (one module each in experiments/benchmarks/):
            the capacity plan's minimum.
   compile  compile time of the train step against depth (scanned layers).
   memory   compiled temporary memory of the MoE train step against the dense baseline.
+  gpu      on one GPU: dropless ragged_dot against the CPU blocks path, and a bf16 train step
+           at GLaM-base width (MoE capacity / dropless / dense): step time, tokens/s, MFU.
+           Without a GPU it prints one line and skips (CI never needs it).
 --smoke runs tiny sizes (what the tests run). The table is printed as Markdown; --json writes
 {suite: {title, rows, notes}}; --plot=PNG draws the layer suite's ratios and targets.
 """
@@ -26,7 +29,7 @@ from absl import app, flags
 
 from experiments import cli
 
-SUITES = ("layer", "step", "comm", "compile", "memory")
+SUITES = ("layer", "step", "comm", "compile", "memory", "gpu")
 # Suites that need several devices: on CPU they run with 8 virtual ones.
 NEEDS_DEVICES = {"comm": 8}
 

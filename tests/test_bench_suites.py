@@ -135,3 +135,22 @@ def test_collectives_count_loop_bodies_per_iteration():
     kinds = summarize(list(found.values()))
     assert kinds["all-to-all"] == {"ops": 3, "bytes": 192, "trivial": 0}
     assert kinds["all-reduce"] == {"ops": 1, "bytes": 64, "trivial": 3}
+
+
+def test_gpu_suite_skips_without_a_gpu_and_its_check_runs_anywhere(capsys):
+    """The full gpu suite on CPU prints one line and no rows; its ragged_dot-against-blocks
+    check at smoke sizes (jax.lax.ragged_dot on XLA:CPU against moejax.grouped) agrees on the
+    output and every gradient; the peak table knows the H200 and not a CPU."""
+    import jax
+
+    from experiments.benchmarks import gpu
+    from experiments.benchmarks.table import Table
+    table = gpu.run(smoke=False)
+    assert table.rows == [] and "skipped: no GPU" in capsys.readouterr().out
+    check = Table("t", [("what", "what", "")])
+    gpu.ragged_against_blocks(check, gpu.SMOKE, jax.devices()[0])
+    assert [r["what"] for r in check.rows] == ["output", "experts/wi", "experts/wi_gate",
+                                               "experts/wo", "router/w", "input"]
+    assert all(r["rel_error"] <= gpu.AGREE and r["verdict"] == "agrees" for r in check.rows)
+    h200 = type("Device", (), {"device_kind": "NVIDIA H200"})()
+    assert gpu.peak_flops(h200) == 989.4e12 and gpu.peak_flops(jax.devices()[0]) is None

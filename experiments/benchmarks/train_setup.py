@@ -24,14 +24,13 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from moejax.data.config import span_corruption_shapes
-from moejax.models import ModelConfig, init_model
+from moejax.models import ModelConfig, count_params, init_model
 from moejax.parallel import MeshConfig, global_batch, shard_model, shard_optimizer
 from moejax.parallel.rules import batch_sharding, like_parameters, state_shardings
 from moejax.train.config import resolve
 from moejax.train.memory import vocab_size
 from moejax.train.mesh import training_mesh
 from moejax.train.optimizer import make_optimizer
-from moejax.train.trainer import count_params
 from moejax.train.step import train_step
 
 DENSE = {"model.moe_as_dense": True}
@@ -42,9 +41,10 @@ SMOKE_OVERRIDES = (("data.batch_size", 2), ("data.seq_length", 32), ("model.d_mo
                    ("moe.hidden_dim", 64), ("moe.num_experts", 4))
 
 
-def load_config(family: str, overrides: Mapping[str, Any] = ()) -> ml_collections.ConfigDict:
-    """configs/<family>.py:tiny with dotted overrides ({"model.num_layers": 8, ...})."""
-    config = importlib.import_module(f"configs.{family}").get_config("tiny")
+def load_config(family: str, overrides: Mapping[str, Any] = (), size: str = "tiny"
+                ) -> ml_collections.ConfigDict:
+    """configs/<family>.py:<size> with dotted overrides ({"model.num_layers": 8, ...})."""
+    config = importlib.import_module(f"configs.{family}").get_config(size)
     config.update_from_flattened_dict(dict(overrides))
     return config
 

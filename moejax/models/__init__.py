@@ -1,5 +1,8 @@
 """Transformer models around the MoE layer: decoder-only LMs and T5-style encoder-decoders."""
 
+import math
+
+import jax
 from flax import nnx
 
 from moejax.models.config import ModelConfig, ffn_pattern
@@ -19,5 +22,10 @@ def init_model(cfg: ModelConfig, seed: int):
     return build_model(cfg, rngs=nnx.Rngs(params=seed, dropout=seed + 1, routing=seed + 2))
 
 
-__all__ = ["ModelConfig", "DecoderLM", "EncoderDecoder", "build_model", "init_model",
-           "ffn_pattern"]
+def count_params(model: nnx.Module) -> int:
+    """Total parameters (every nnx.Param; all experts counted)."""
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+__all__ = ["ModelConfig", "DecoderLM", "EncoderDecoder", "build_model", "count_params",
+           "init_model", "ffn_pattern"]

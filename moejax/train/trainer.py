@@ -25,7 +25,7 @@ from jax.experimental import multihost_utils
 from moejax.data import make_pipeline, make_tokenizer
 from moejax.data.sources import open_source
 from moejax.errors import ConfigError, check
-from moejax.models import init_model
+from moejax.models import count_params, init_model
 from moejax.parallel import global_batch, shard_model, shard_optimizer
 from moejax.train import plots
 from moejax.train.checkpoint import Checkpointer, set_aside_after
@@ -48,10 +48,6 @@ def all_finite(tree) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
               if jnp.issubdtype(x.dtype, jnp.inexact)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
-def count_params(model: nnx.Module) -> int:
-    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
 def evaluate(model, config, z_loss: float, mesh) -> Dict[str, Any]:
