@@ -6,8 +6,11 @@
   same program again (resume, restarts, subprocesses) load it instead of recompiling.
 - Tests marked `slow` (half a minute or more each) are handed out first, so that under
   pytest-xdist (`-n auto`) no worker is left with a long one at the end while the other idles.
+- A worker drops jax's compiled programs once it holds too many memory maps (see
+  `release_compiled_programs`).
 """
 
+import gc
 import os
 import tempfile
 
@@ -28,6 +31,31 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)   # stable: slow first
+
+
+# Each XLA:CPU executable maps its code in small pieces: three maps per compiled module, about
+# 1,700 for one micro train step. A worker that keeps every program compiled in the session
+# alive reaches Linux's default limit of 65,530 maps per process (vm.max_map_count) late in the
+# suite, and XLA then segfaults in a compile or cache write. Below MAX_MAPS the compiled
+# programs stay (tests share them); above it, the next test starts without them.
+MAX_MAPS = 30_000
+
+
+def memory_maps() -> int:
+    try:
+        with open("/proc/self/maps", encoding="ascii") as f:
+            return sum(1 for _ in f)
+    except OSError:                        # not Linux: no such limit to keep away from
+        return 0
+
+
+@pytest.fixture(autouse=True)
+def release_compiled_programs():
+    yield
+    if memory_maps() > MAX_MAPS:
+        import jax
+        jax.clear_caches()
+        gc.collect()
 
 
 @pytest.fixture(scope="session")

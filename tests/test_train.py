@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 FAMILIES = ["dense", "switch", "gshard", "st_moe", "expert_choice", "soft_moe", "glam",
-            "shazeer", "mixtral", "deepseek_v3", "base_layers"]
+            "shazeer", "mixtral", "deepseek_v3", "base_layers", "hierarchical"]
 
 
 def micro(family, data_dir, steps=3, **train):

@@ -10,7 +10,7 @@ from typing import List, Optional
 
 from experiments.recipes import paired
 from experiments.recipes.gate import Gate
-from experiments.recipes.recipe import (Outcome, Recipe, Verdict, by_label, combine,
+from experiments.recipes.recipe import (ON_TINY_LM, Outcome, Recipe, Verdict, by_label, combine,
                                         markdown_table, quality)
 from experiments.recipes.report import fmt
 from experiments.recipes.runs import Run
@@ -92,4 +92,4 @@ RECIPE = Recipe(
           "gives the best quality for its speed (cf 1.0: −1.561 at 1000 examples/s vs top-2 "
           "cf 2.0: −1.547 at 840).",
     arms=arms, judge=judge, tiny_steps=1200, gate_backbone="dense",
-    timed=True)
+    timed=True, sizes=ON_TINY_LM)

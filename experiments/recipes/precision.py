@@ -13,7 +13,7 @@ from typing import List, Optional
 
 from experiments.recipes import paired
 from experiments.recipes.gate import Gate
-from experiments.recipes.recipe import (NO_WORSE, Outcome, Recipe, by_label, combine,
+from experiments.recipes.recipe import (NO_WORSE, ON_TINY_LM, Outcome, Recipe, by_label, combine,
                                         markdown_table, paired_part, quality, within_part)
 from experiments.recipes.report import fmt
 from experiments.recipes.runs import Run
@@ -89,4 +89,4 @@ RECIPE = Recipe(
           "router to float32 (selective precision) keeps float32 quality at bfloat16 speed; "
           "initialising weights at 0.1× the default scale gives better and more consistent "
           "quality than 1.0×.",
-    arms=arms, judge=judge, tiny_steps=1200, gate_backbone="dense")
+    arms=arms, judge=judge, tiny_steps=1200, gate_backbone="dense", sizes=ON_TINY_LM)

@@ -194,6 +194,23 @@ def train_one(run: Run, config: ml_collections.ConfigDict, run_dir: str, *, size
     except TrainingDiverged as err:
         mark_diverged(run_dir, str(err))
         log(f"{prefix}{run.label} (seed {seed}) diverged: {err}")
+    finally:
+        release_compiled_programs()
+
+
+def release_compiled_programs() -> None:
+    """Drops jax's compiled programs after a run, where one process trains many in turn.
+
+    XLA:CPU maps each compiled module's code separately (about 1,700 memory maps for one micro
+    train step, several thousand for a tiny run's steps), and a process that keeps every run's
+    programs reaches Linux's default limit of 65,530 maps (vm.max_map_count) within a few dozen
+    runs; XLA then segfaults in its next compile. Arms differ in their programs anyway, so
+    little is recompiled (and the persistent compilation cache, where enabled, serves it)."""
+    import gc
+
+    import jax
+    jax.clear_caches()
+    gc.collect()
 
 
 def same_config(before: Optional[str], now: str) -> bool:
@@ -261,7 +278,7 @@ def auto_jobs(size: str) -> int:
     """Runs trained at once by default: two at tiny size on a machine with two or more cores
     (XLA:CPU keeps about one core busy with a tiny model: two runs side by side train about
     1.3× as many tokens per second in all), one otherwise (an accelerator runs one at a time)."""
-    return min(2, os.cpu_count() or 1) if size == "tiny" else 1
+    return min(2, os.cpu_count() or 1) if size in ("tiny", "tiny_lm") else 1
 
 
 def execute(tasks: Sequence[Task], *, jobs: int = 1, log=print) -> None:

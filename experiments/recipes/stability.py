@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import List, Optional
 
 from experiments.recipes.gate import Gate
-from experiments.recipes.recipe import (NO_WORSE, Outcome, Recipe, by_label, combine,
+from experiments.recipes.recipe import (NO_WORSE, ON_TINY_LM, Outcome, Recipe, by_label, combine,
                                         markdown_table, within_part)
 from experiments.recipes.report import fmt
 from experiments.recipes.runs import Run
@@ -72,4 +72,5 @@ RECIPE = Recipe(
     claim="the router z-loss (c_z = 1e-3) stabilises training without hurting quality: 3/3 "
           "stable runs at −1.741 against 4/6 at −1.755 without it, under an aggressive "
           "setting; it keeps the router logits small.",
-    arms=arms, judge=judge, tiny_steps=1200, gate_backbone="st_moe+model.moe_layout=none")
+    arms=arms, judge=judge, tiny_steps=1200, gate_backbone="st_moe+model.moe_layout=none",
+    sizes=ON_TINY_LM)

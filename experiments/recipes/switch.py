@@ -16,7 +16,7 @@ import numpy as np
 
 from experiments.recipes import paired
 from experiments.recipes.gate import Gate
-from experiments.recipes.recipe import (INCONCLUSIVE, Outcome, Recipe, Verdict, combine,
+from experiments.recipes.recipe import (INCONCLUSIVE, ON_TINY_LM, Outcome, Recipe, Verdict, combine,
                                         markdown_table, quality)
 from experiments.recipes.runs import Run
 from experiments.recipes.summary import Summary
@@ -93,4 +93,4 @@ RECIPE = Recipe(
     claim="at equal FLOPs per token, Switch (top-1) models reach the dense T5 model's quality "
           "in fewer steps, and the speed-up grows with the number of experts: 7.5× at 64 "
           "experts for Switch-Base, gains from as few as 2 experts.",
-    arms=arms, judge=judge, tiny_steps=1200, gate_backbone=GATE_BACKBONE)
+    arms=arms, judge=judge, tiny_steps=1200, gate_backbone=GATE_BACKBONE, sizes=ON_TINY_LM)

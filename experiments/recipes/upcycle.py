@@ -18,8 +18,8 @@ from typing import Dict, List, Optional, Tuple
 
 from experiments.recipes import runs as runs_lib
 from experiments.recipes.gate import Gate
-from experiments.recipes.recipe import (Outcome, Recipe, by_label, combine, markdown_table,
-                                        paired_part)
+from experiments.recipes.recipe import (ON_TINY_LM, Outcome, Recipe, by_label, combine,
+                                        markdown_table, paired_part)
 from experiments.recipes.report import fmt
 from experiments.recipes.runs import Run
 from experiments.recipes.summary import Summary
@@ -127,4 +127,5 @@ RECIPE = Recipe(
     claim="initialising an MoE from a dense checkpoint (experts as copies of the dense MLP, "
           "fresh router) and training on beats continuing to train the dense model for the "
           "same extra compute, and beats an MoE trained from scratch on a limited budget.",
-    arms=arms, judge=judge, tiny_steps=1200, train=train, gate_backbone="dense")
+    arms=arms, judge=judge, tiny_steps=1200, train=train, gate_backbone="dense",
+    sizes=ON_TINY_LM)
