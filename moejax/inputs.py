@@ -43,6 +43,18 @@ def to_groups(x: jax.Array, cfg: MoeConfig, model_dim: int) -> jax.Array:
     return x.reshape(b * l // s, s, d)
 
 
+def group_mask(mask: Optional[jax.Array], x: jax.Array, groups: jax.Array
+               ) -> Optional[jax.Array]:
+    """The padding mask [B, L] (nonzero for a real token; the models pass segment ids) of the
+    layer input x [B, L, D] grouped like to_groups groups x: [G, S] bool; None stays None."""
+    if mask is None:
+        return None
+    if tuple(mask.shape) != tuple(x.shape[:2]):
+        raise ConfigError(f"MoE layer mask has shape {tuple(mask.shape)}; expected the input's "
+                          f"[batch, length] = {tuple(x.shape[:2])}")
+    return (mask != 0).reshape(groups.shape[:2])
+
+
 def is_training(layer, deterministic: Optional[bool]) -> bool:
     """`deterministic` if given, else the layer's attribute (set by .eval() / .train())."""
     return not (layer.deterministic if deterministic is None else deterministic)

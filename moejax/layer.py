@@ -7,6 +7,10 @@
 
 Returns (y, stats): stats holds 'aux_loss' (Σ coefficient · loss), every unweighted loss of the
 router, and the metrics of moejax/metrics.py.
+
+Padding: with mask [B, L] (nonzero for a real token; the models pass their segment ids), pad
+tokens take no expert slot or dropless row, add no load and are left out of the losses and
+metrics; their routed output is zero (shared experts still run on them).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from moejax import metrics as metrics_lib
 from moejax.config import MoeConfig
 from moejax.errors import ConfigError
 from moejax.experts import Experts
-from moejax.inputs import check_layer_args, honest_stats, is_training, to_groups
+from moejax.inputs import check_layer_args, group_mask, honest_stats, is_training, to_groups
 from moejax.parallel.dropless import expert_parallel_dropless
 from moejax.parallel.expert_parallel import (active_mesh, constrain_groups,
                                              expert_parallel_ffn)
@@ -42,9 +46,9 @@ def weighted_aux_loss(cfg: MoeConfig, losses: Dict[str, jax.Array]) -> jax.Array
 class MoeLayer(nnx.Module):
     """A sparse MoE feed-forward layer for any capacity-based or dropless router.
 
-    Call with x [B, L, D]; `deterministic` (default: the module's attribute, set by
-    `.eval()`/`.train()`) switches between the train and eval capacity factors, turns off
-    jitter, router noise and expert dropout.
+    Call with x [B, L, D] and optionally mask [B, L] (padding 0); `deterministic` (default: the
+    module's attribute, set by `.eval()`/`.train()`) switches between the train and eval
+    capacity factors, turns off jitter, router noise and expert dropout.
     """
 
     def __init__(self, cfg: MoeConfig, model_dim: int, *, rngs: nnx.Rngs):
@@ -77,11 +81,12 @@ class MoeLayer(nnx.Module):
         return expert_capacity(group_size, cfg.num_experts, routing_k(cfg), factor,
                                cfg.min_capacity)
 
-    def __call__(self, x: jax.Array, *, deterministic: Optional[bool] = None
-                 ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    def __call__(self, x: jax.Array, *, deterministic: Optional[bool] = None,
+                 mask: Optional[jax.Array] = None) -> Tuple[jax.Array, Dict[str, jax.Array]]:
         cfg = self.cfg
         train = is_training(self, deterministic)
         groups = constrain_groups(to_groups(x, cfg, self.model_dim))     # [G, S, D]
+        real = group_mask(mask, x, groups)                               # [G, S] or None
         g, s, d = groups.shape
         capacity = self.capacity(s, train)
 
@@ -94,7 +99,7 @@ class MoeLayer(nnx.Module):
             # evaluation: fixed draws, so evaluating never moves the training random stream
             key = jax.random.key(0)
         routing = route(cfg, logits, capacity=capacity, train=train, key=key,
-                        extra_logits=extra_logits, bias=self.router.bias)
+                        extra_logits=extra_logits, bias=self.router.bias, mask=real)
         dropout_key = self.rngs.dropout() if train and cfg.expert_dropout > 0 else None
 
         if routing.plan is None:
@@ -107,7 +112,7 @@ class MoeLayer(nnx.Module):
 
         stats = dict(routing.losses)
         stats["aux_loss"] = weighted_aux_loss(cfg, routing.losses)
-        stats.update(metrics_lib.routing_metrics(routing, logits, s))
+        stats.update(metrics_lib.routing_metrics(routing, logits, s, real))
         if train and self.router.tracks_load:
             self.router.expert_load[...] = jax.lax.stop_gradient(stats["expert_counts"])
         return y.astype(x.dtype).reshape(x.shape), honest_stats(stats, x)

@@ -2,12 +2,14 @@
 
 All values are float32, whatever the router's dtype: scalars, except tokens_per_expert and
 expert_counts ([E]) and experts_per_token ([EXPERTS_PER_TOKEN_BINS]). Under a scan over layers
-they come out stacked per layer.
+they come out stacked per layer. With a mask [G, S] (real tokens), padding is left out of every
+metric: it holds no slot and adds no load (moejax.routing.route), and the per-token averages
+and fractions run over real tokens only.
 """
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +32,8 @@ def expert_counts(routing: Routing, num_experts: int, group_size: int) -> jax.Ar
     return jnp.sum(filled, axis=(0, 2))
 
 
-def experts_per_token(routing: Routing, group_size: int) -> jax.Array:
+def experts_per_token(routing: Routing, group_size: int,
+                      mask: Optional[jax.Array] = None) -> jax.Array:
     """[EXPERTS_PER_TOKEN_BINS] fraction of tokens processed by 0, 1, 2, 3, 4+ experts.
 
     With a capacity plan this counts the slots that hold each token (dropped tokens count 0;
@@ -44,8 +47,10 @@ def experts_per_token(routing: Routing, group_size: int) -> jax.Array:
                           )(token)[:, :group_size]                                 # [G, S]
     else:
         counts = jnp.sum(routing.assignment.valid, axis=-1)                        # [G, S]
-    histogram = jnp.bincount(jnp.minimum(counts, bins - 1).reshape(-1), length=bins)
-    return histogram.astype(jnp.float32) / counts.size
+    weights = losses.token_weights(counts.shape, mask).reshape(-1)
+    histogram = jnp.zeros((bins,), jnp.float32).at[
+        jnp.minimum(counts, bins - 1).reshape(-1)].add(weights)
+    return histogram / jnp.maximum(jnp.sum(weights), 1.0)
 
 
 def max_violation(counts: jax.Array) -> jax.Array:
@@ -54,16 +59,19 @@ def max_violation(counts: jax.Array) -> jax.Array:
     return jnp.where(mean > 0, jnp.max(counts) / jnp.maximum(mean, 1e-9) - 1.0, 0.0)
 
 
-def router_entropy(probs: jax.Array) -> jax.Array:
-    """Mean over tokens of −Σ_e p_e log p_e (log E for a uniform router, 0 for a one-hot one),
-    in float32."""
+def router_entropy(probs: jax.Array, mask: Optional[jax.Array] = None) -> jax.Array:
+    """Mean over (real) tokens of −Σ_e p_e log p_e (log E for a uniform router, 0 for a
+    one-hot one), in float32."""
     probs = probs.astype(jnp.float32)
     logp = jnp.log(jnp.where(probs > 0, probs, 1.0))
-    return jnp.mean(-jnp.sum(probs * logp, axis=-1))
+    entropy = -jnp.sum(probs * logp, axis=-1)                                  # [...]
+    return losses.token_mean(entropy, losses.token_weights(entropy.shape, mask))
 
 
-def routing_metrics(routing: Routing, logits: jax.Array, group_size: int) -> Dict[str, jax.Array]:
-    """The metrics every MoE layer reports, from its routing decisions and router logits."""
+def routing_metrics(routing: Routing, logits: jax.Array, group_size: int,
+                    mask: Optional[jax.Array] = None) -> Dict[str, jax.Array]:
+    """The metrics every MoE layer reports, from its routing decisions and router logits
+    (mask: [G, S] real tokens, the one routing was given)."""
     num_experts = logits.shape[-1]
     counts = expert_counts(routing, num_experts, group_size)
     total = jnp.maximum(jnp.sum(counts), 1.0)
@@ -71,14 +79,14 @@ def routing_metrics(routing: Routing, logits: jax.Array, group_size: int) -> Dic
         "expert_counts": counts,
         "tokens_per_expert": counts / total,
         "max_violation": max_violation(counts),
-        "router_entropy": router_entropy(routing.probs),
-        "router_z": losses.router_z_loss(logits),
-        "experts_per_token": experts_per_token(routing, group_size),
+        "router_entropy": router_entropy(routing.probs, mask),
+        "router_z": losses.router_z_loss(logits, mask),
+        "experts_per_token": experts_per_token(routing, group_size, mask),
         "dropped_fraction": jnp.zeros((), jnp.float32),
         "dropped_assignment_fraction": jnp.zeros((), jnp.float32),
     }
     if routing.plan is not None:
-        metrics["dropped_fraction"] = plan_lib.dropped_fraction(routing.plan, group_size)
+        metrics["dropped_fraction"] = plan_lib.dropped_fraction(routing.plan, group_size, mask)
         metrics["dropped_assignment_fraction"] = plan_lib.dropped_assignment_fraction(
             routing.plan, group_size)
     return metrics

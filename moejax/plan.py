@@ -114,9 +114,15 @@ def tokens_served(plan: CapacityPlan, group_size: int) -> jax.Array:
     return jax.vmap(one_group)(plan.slot_token)
 
 
-def dropped_fraction(plan: CapacityPlan, group_size: int) -> jax.Array:
-    """Fraction of tokens that no slot points at (they get no expert output)."""
-    return jnp.mean((tokens_served(plan, group_size) == 0).astype(jnp.float32))
+def dropped_fraction(plan: CapacityPlan, group_size: int,
+                     mask: Optional[jax.Array] = None) -> jax.Array:
+    """Fraction of tokens that no slot points at (they get no expert output); with a mask
+    [G, S], of the real tokens (padding is never routed, so never dropped)."""
+    dropped = (tokens_served(plan, group_size) == 0).astype(jnp.float32)   # [G, S]
+    if mask is None:
+        return jnp.mean(dropped)
+    real = (mask != 0).astype(jnp.float32)
+    return jnp.sum(dropped * real) / jnp.maximum(jnp.sum(real), 1.0)
 
 
 def dropped_assignment_fraction(plan: CapacityPlan, group_size: int) -> jax.Array:

@@ -8,7 +8,8 @@ and each token's output a softmax-over-slots mix of the slot outputs:
     X̃ = Dᵀ X  [G, E·p, D]  ->  experts  ->  Ỹ  ->  Y = C Ỹ  [G, S, D]
 
 Nothing is dropped and there is no auxiliary loss. Every slot mixes all tokens of its group,
-so, like expert choice, it is not causal.
+so, like expert choice, it is not causal. With a padding mask, slots mix real tokens only
+(padding's dispatch logits are −∞) and padding is left out of the metrics.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from moejax import losses
 from moejax import metrics as metrics_lib
 from moejax.config import MoeConfig
 from moejax.experts import Experts
-from moejax.inputs import check_layer_args, honest_stats, is_training, to_groups
+from moejax.inputs import check_layer_args, group_mask, honest_stats, is_training, to_groups
 from moejax.routing.soft_moe import soft_moe_weights
 
 
@@ -43,14 +44,16 @@ class SoftMoeLayer(nnx.Module):
         self.scale = nnx.Param(jnp.ones((), jnp.float32))
         self.experts = Experts.from_config(cfg, model_dim, rngs=rngs)
 
-    def __call__(self, x: jax.Array, *, deterministic: Optional[bool] = None
-                 ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+    def __call__(self, x: jax.Array, *, deterministic: Optional[bool] = None,
+                 mask: Optional[jax.Array] = None) -> Tuple[jax.Array, Dict[str, jax.Array]]:
         cfg = self.cfg
         train = is_training(self, deterministic)
         groups = to_groups(x, cfg, self.model_dim)                          # [G, S, D]
+        real = group_mask(mask, x, groups)                                  # [G, S] or None
         g, s, d = groups.shape
         e, p = cfg.num_experts, cfg.slots_per_expert
-        logits, dispatch, combine = soft_moe_weights(groups, self.phi[...], self.scale[...])
+        logits, dispatch, combine = soft_moe_weights(groups, self.phi[...], self.scale[...],
+                                                     real)
         slots_in = jnp.einsum("gsn,gsd->gnd", dispatch, groups.astype(jnp.float32))  # [G, E·p, D]
         expert_in = jnp.swapaxes(slots_in.reshape(g, e, p, d), 0, 1).reshape(e, g * p, d)
         key = self.rngs.dropout() if train and cfg.expert_dropout > 0 else None
@@ -65,8 +68,8 @@ class SoftMoeLayer(nnx.Module):
             "expert_counts": counts,
             "tokens_per_expert": counts / jnp.sum(counts),
             "max_violation": jnp.zeros((), jnp.float32),
-            "router_entropy": metrics_lib.router_entropy(per_expert),
-            "router_z": losses.router_z_loss(logits),
+            "router_entropy": metrics_lib.router_entropy(per_expert, real),
+            "router_z": losses.router_z_loss(logits, real),
             "dropped_fraction": jnp.zeros((), jnp.float32),
             "dropped_assignment_fraction": jnp.zeros((), jnp.float32),
         }

@@ -70,9 +70,9 @@ def _noisy_top_k_with_load(clean_logits, noise_logits, k, key):
     seen = []
     real_load_loss = losses_lib.load_loss
 
-    def spy(prob_selected):
+    def spy(prob_selected, mask=None):
         seen.append(prob_selected)
-        return real_load_loss(prob_selected)
+        return real_load_loss(prob_selected, mask)
 
     with mock.patch.object(losses_lib, "load_loss", spy):
         out = _routing.noisy_top_k_routing(clean_logits, noise_logits, k, key)

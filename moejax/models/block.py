@@ -22,10 +22,13 @@ class LayerInputs:
     positions: Optional[jax.Array] = None     # [B, L] for RoPE
     context: Optional[jax.Array] = None       # [B, Lc, D] encoder output (cross-attention)
     cross_mask: Optional[jax.Array] = None    # [B, 1, L, Lc]
+    token_mask: Optional[jax.Array] = None    # [B, L] bool real tokens (segment id != 0): the
+    #                                           MoE layers route no padding
 
 
 jax.tree_util.register_dataclass(
-    LayerInputs, data_fields=["self_mask", "self_bias", "positions", "context", "cross_mask"],
+    LayerInputs, data_fields=["self_mask", "self_bias", "positions", "context", "cross_mask",
+                              "token_mask"],
     meta_fields=[])
 
 
@@ -77,7 +80,7 @@ class Block(nnx.Module):
         if not deterministic and cfg.dropout_rate > 0 and not self.is_moe:
             ffn_key = self.dropout.rngs()
         if self.is_moe:
-            y, stats = self.ffn(h, deterministic=deterministic)
+            y, stats = self.ffn(h, deterministic=deterministic, mask=inputs.token_mask)
         else:
             y = self.ffn(h, ffn_key)
         x = x + drop(y)

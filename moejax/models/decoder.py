@@ -45,7 +45,7 @@ class DecoderLM(nnx.Module):
             positions = jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32), (b, l))
         x = self.dropout(self.embed(tokens, self.cfg.dtype), deterministic=deterministic)
         inputs = LayerInputs(self_mask=attention_mask(segment_ids, segment_ids, causal=True),
-                             positions=positions)
+                             positions=positions, token_mask=segment_ids != 0)
         x, stats = self.layers(x, inputs, deterministic)                 # [B, L, D]
         x = self.dropout(self.final_norm(x), deterministic=deterministic)
         if self.head is None:

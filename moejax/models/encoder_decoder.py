@@ -62,7 +62,7 @@ class EncoderDecoder(nnx.Module):
         x = drop(self.embed(encoder_tokens, dtype))
         enc_inputs = LayerInputs(
             self_mask=attention_mask(encoder_segment_ids, encoder_segment_ids, causal=False),
-            self_bias=self.encoder_bias(le, le))
+            self_bias=self.encoder_bias(le, le), token_mask=encoder_segment_ids != 0)
         x, enc_stats = self.encoder(x, enc_inputs, deterministic)
         context = drop(self.encoder_norm(x))                                # [B, Le, D]
 
@@ -70,7 +70,8 @@ class EncoderDecoder(nnx.Module):
         dec_inputs = LayerInputs(
             self_mask=attention_mask(decoder_segment_ids, decoder_segment_ids, causal=True),
             self_bias=self.decoder_bias(ld, ld), context=context,
-            cross_mask=attention_mask(decoder_segment_ids, encoder_segment_ids, causal=False))
+            cross_mask=attention_mask(decoder_segment_ids, encoder_segment_ids, causal=False),
+            token_mask=decoder_segment_ids != 0)
         y, dec_stats = self.decoder(y, dec_inputs, deterministic)
         y = drop(self.decoder_norm(y))
         if self.head is None:

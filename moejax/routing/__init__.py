@@ -42,7 +42,7 @@ def routing_k(cfg: MoeConfig) -> int:
 
 def route(cfg: MoeConfig, logits: jax.Array, *, capacity: Optional[int], train: bool = True,
           key: Optional[jax.Array] = None, extra_logits: Optional[Mapping[str, jax.Array]] = None,
-          bias: Optional[jax.Array] = None) -> Routing:
+          bias: Optional[jax.Array] = None, mask: Optional[jax.Array] = None) -> Routing:
     """Runs the router family `cfg.router` on logits [G, S, E].
 
     capacity: slots per expert per group, or None for dropless dispatch (no plan is built).
@@ -51,13 +51,18 @@ def route(cfg: MoeConfig, logits: jax.Array, *, capacity: Optional[int], train: 
     extra_logits: x·W for each of the family's router_weights, by name (the Router's second
       output), e.g. {"w_noise": x·W_noise} for noisy top-k.
     bias: [E] selection bias.
+    mask: [G, S] real tokens (nonzero; None: all). Padding takes no expert slot or dropless row
+      (its assignments are withdrawn), adds no load, and takes no part in the losses.
     """
     fam = family(cfg)
     if fam.route is None:
         raise ValueError(f"moe.router={cfg.router!r} has no routing function: it is its own "
                          f"layer (moejax.make_moe_layer)")
     routing = fam.route(cfg, logits, RouteInputs(capacity, train, key, dict(extra_logits or {}),
-                                                 bias))
+                                                 bias, mask))
+    if mask is not None and routing.assignment is not None:
+        a = routing.assignment
+        routing = routing.replace(assignment=a.replace(valid=a.valid & (mask[..., None] != 0)))
     if capacity is None or routing.plan is not None:     # dropless, or expert choice's own plan
         return routing
     a = routing.assignment

@@ -17,6 +17,7 @@ Choosing a token's expert depends on the whole group, so this family is not caus
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -60,7 +61,8 @@ def balanced_assignment(scores: jax.Array) -> jax.Array:
     return jax.vmap(one_group)(jax.lax.stop_gradient(scores))
 
 
-def balanced_routing(logits: jax.Array, train: bool) -> Routing:
+def balanced_routing(logits: jax.Array, train: bool, mask: Optional[jax.Array] = None
+                     ) -> Routing:
     """logits [G, S, E] -> top-1 Assignment with sigmoid gates (see the module docstring)."""
     if train:
         expert = balanced_assignment(sinkhorn(logits))                       # [G, S]
@@ -72,13 +74,13 @@ def balanced_routing(logits: jax.Array, train: bool) -> Routing:
     assignment = Assignment(expert_index=expert_index, gate=gate,
                             valid=jnp.ones(gate.shape, bool))
     return Routing(probs=jax.nn.softmax(logits, axis=-1),
-                   losses={"router_z_loss": losses.router_z_loss(logits)},
+                   losses={"router_z_loss": losses.router_z_loss(logits, mask)},
                    assignment=assignment)
 
 
 def _route(cfg, logits: jax.Array, inputs: RouteInputs) -> Routing:
     del cfg
-    return balanced_routing(logits, inputs.train)
+    return balanced_routing(logits, inputs.train, inputs.mask)
 
 
 FAMILY = RouterFamily(

@@ -20,7 +20,8 @@ from moejax.routing.types import Assignment, Routing
 
 def deepseek_v3_routing(logits: jax.Array, bias: Optional[jax.Array], k: int, *,
                         routed_scaling_factor: float = 1.0, renormalize: bool = True,
-                        num_expert_groups: int = 1, num_selected_groups: int = 1) -> Routing:
+                        num_expert_groups: int = 1, num_selected_groups: int = 1,
+                        mask: Optional[jax.Array] = None) -> Routing:
     """s = sigmoid(u·e); experts chosen by top-k of s + b; gates from s alone.
 
     logits: [G, S, E] float32 token-to-expert affinities before the sigmoid.
@@ -52,7 +53,8 @@ def deepseek_v3_routing(logits: jax.Array, bias: Optional[jax.Array], k: int, *,
                             valid=jnp.ones(gate.shape, bool))
     return Routing(
         probs=affinity / jnp.sum(affinity, axis=-1, keepdims=True),
-        losses={"sequence_balance_loss": losses.sequence_balance_loss(affinity, expert_index)},
+        losses={"sequence_balance_loss": losses.sequence_balance_loss(affinity, expert_index,
+                                                                         mask)},
         assignment=assignment)
 
 
@@ -74,7 +76,8 @@ def _route(cfg, logits: jax.Array, inputs: RouteInputs) -> Routing:
     return deepseek_v3_routing(
         logits, inputs.bias, cfg.num_selected_experts,
         routed_scaling_factor=cfg.routed_scaling_factor, renormalize=cfg.renormalize_gates,
-        num_expert_groups=cfg.num_expert_groups, num_selected_groups=cfg.num_selected_groups)
+        num_expert_groups=cfg.num_expert_groups, num_selected_groups=cfg.num_selected_groups,
+        mask=inputs.mask)
 
 
 def _validate(cfg) -> None:

@@ -16,7 +16,8 @@ from moejax.routing.types import Routing
 
 
 def expert_choice_routing(logits: jax.Array, capacity: int,
-                          max_experts_per_token: Optional[int] = None) -> Routing:
+                          max_experts_per_token: Optional[int] = None,
+                          mask: Optional[jax.Array] = None) -> Routing:
     """Each expert takes the C tokens of its group with the highest router scores.
 
     Scores are softmax(x·W_g) over experts; the combine weight of a (token, expert) pair is its
@@ -28,11 +29,22 @@ def expert_choice_routing(logits: jax.Array, capacity: int,
     max_experts_per_token: EC-CAP: a token keeps only its highest-scoring `cap` experts among
       those that chose it; the slots it releases stay empty. (The paper caps with an
       entropy-regularised linear program; this greedy cut keeps the same bound without it.)
+    mask: [G, S] real tokens (None: all). Experts choose among real tokens only: padding ranks
+      below every real token, and a slot left to padding (fewer real tokens than slots) stays
+      empty.
     """
     g, s, num_experts = logits.shape
     probs = jax.nn.softmax(logits, axis=-1)                                   # [G, S, E]
-    slot_weight, slot_token = top_k(jnp.swapaxes(probs, 1, 2), capacity)  # [G, E, C]
+    scores = jnp.swapaxes(probs, 1, 2)                                        # [G, E, S]
+    if mask is not None:
+        scores = jnp.where(mask[:, None, :] != 0, scores, -1.0)      # below any probability
+    slot_weight, slot_token = top_k(scores, capacity)                         # [G, E, C]
     slot_token = slot_token.astype(jnp.int32)
+    if mask is not None:
+        real = jnp.take_along_axis(jnp.broadcast_to(mask[:, None, :] != 0, scores.shape),
+                                   slot_token, axis=-1)                       # [G, E, C]
+        slot_token = jnp.where(real, slot_token, s)
+        slot_weight = jnp.where(real, slot_weight, 0.0)
     if max_experts_per_token is not None and max_experts_per_token < num_experts:
         gi = jnp.arange(g)[:, None, None]
         ei = jnp.arange(num_experts)[None, :, None]
@@ -45,14 +57,17 @@ def expert_choice_routing(logits: jax.Array, capacity: int,
         keep = keep_pair[gi, slot_token, ei]                                  # [G, E, C]
         slot_token = jnp.where(keep, slot_token, s)
         slot_weight = jnp.where(keep, slot_weight, 0.0)
-    plan = CapacityPlan(slot_token=slot_token, slot_weight=slot_weight,
-                        num_requested=jnp.full((g,), float(num_experts * capacity)))
-    return Routing(probs=probs, losses={"router_z_loss": losses.router_z_loss(logits)},
+    real_tokens = (jnp.full((g,), s) if mask is None else
+                   jnp.sum(mask != 0, axis=-1))                                # [G]
+    requested = num_experts * jnp.minimum(capacity, real_tokens).astype(jnp.float32)
+    plan = CapacityPlan(slot_token=slot_token, slot_weight=slot_weight, num_requested=requested)
+    return Routing(probs=probs, losses={"router_z_loss": losses.router_z_loss(logits, mask)},
                    plan=plan)
 
 
 def _route(cfg, logits: jax.Array, inputs: RouteInputs) -> Routing:
-    return expert_choice_routing(logits, inputs.capacity, cfg.expert_choice_max_experts_per_token)
+    return expert_choice_routing(logits, inputs.capacity,
+                                 cfg.expert_choice_max_experts_per_token, inputs.mask)
 
 
 def _validate(cfg) -> None:

@@ -24,12 +24,16 @@ class RouteInputs:
     key: a PRNG key when the family is random (None at evaluation unless random_at_eval).
     extra_logits: x·W for each of the family's router_weights, by name ([G, S, columns]).
     bias: [E] the selection bias (families with selection_bias).
+    mask: [G, S] real tokens (nonzero), None when every token is real. A family keeps padding
+      out of its losses and, if it builds its own plan, out of its slots; route() withdraws
+      padding's token-choice assignments.
     """
     capacity: Optional[int] = None
     train: bool = True
     key: Optional[jax.Array] = None
     extra_logits: Mapping[str, jax.Array] = dataclasses.field(default_factory=dict)
     bias: Optional[jax.Array] = None
+    mask: Optional[jax.Array] = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,6 +14,8 @@ distribution, so moe.load_balance_loss works as for top-k routing.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 
@@ -34,7 +36,7 @@ def mixture_weights(logits: jax.Array, group_logits: jax.Array) -> jax.Array:
 
 
 def hierarchical_routing(logits: jax.Array, group_logits: jax.Array, k: int, *,
-                         dense: bool) -> Routing:
+                         dense: bool, mask: Optional[jax.Array] = None) -> Routing:
     """Dense: all E experts with their mixture weights. Sparse: the top-1 group's top-k."""
     weights = mixture_weights(logits, group_logits)                          # [G, S, E]
     *lead, e = logits.shape
@@ -53,15 +55,15 @@ def hierarchical_routing(logits: jax.Array, group_logits: jax.Array, k: int, *,
                             valid=jnp.ones(gate.shape, bool))
     return Routing(
         probs=weights,
-        losses={"load_balance_loss": losses.load_balance_loss(weights, expert_index),
-                "router_z_loss": losses.router_z_loss(logits)},
+        losses={"load_balance_loss": losses.load_balance_loss(weights, expert_index, mask),
+                "router_z_loss": losses.router_z_loss(logits, mask)},
         assignment=assignment)
 
 
 def _router(dense: bool):
     def route(cfg, logits: jax.Array, inputs: RouteInputs) -> Routing:
         return hierarchical_routing(logits, inputs.extra_logits["w_groups"],
-                                    cfg.num_selected_experts, dense=dense)
+                                    cfg.num_selected_experts, dense=dense, mask=inputs.mask)
     return route
 
 

@@ -18,7 +18,7 @@ NOISE_EPSILON = 1e-2
 
 
 def noisy_top_k_routing(clean_logits: jax.Array, noise_logits: jax.Array, k: int,
-                        key: Optional[jax.Array]) -> Routing:
+                        key: Optional[jax.Array], mask: Optional[jax.Array] = None) -> Routing:
     """H(x)_i = (x·W_g)_i + N(0, 1)·softplus((x·W_noise)_i); keep the top k of H, softmax over them.
 
     clean_logits, noise_logits: [G, S, E] float32 x·W_g and x·W_noise.
@@ -54,15 +54,15 @@ def noisy_top_k_routing(clean_logits: jax.Array, noise_logits: jax.Array, k: int
                             valid=jnp.ones(gate.shape, bool))
     return Routing(
         probs=gates_full,
-        losses={"importance_loss": losses.importance_loss(gates_full),
-                "load_loss": losses.load_loss(prob_selected),
-                "router_z_loss": losses.router_z_loss(clean_logits)},
+        losses={"importance_loss": losses.importance_loss(gates_full, mask),
+                "load_loss": losses.load_loss(prob_selected, mask),
+                "router_z_loss": losses.router_z_loss(clean_logits, mask)},
         assignment=assignment)
 
 
 def _route(cfg, logits: jax.Array, inputs: RouteInputs) -> Routing:
     return noisy_top_k_routing(logits, inputs.extra_logits["w_noise"],
-                               cfg.num_selected_experts, inputs.key)
+                               cfg.num_selected_experts, inputs.key, inputs.mask)
 
 
 FAMILY = RouterFamily(

@@ -6,7 +6,7 @@ says so, and that it is not causal (every slot mixes all tokens of its group).
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -18,12 +18,23 @@ def l2_normalize(x: jax.Array, axis: int, eps: float = 1e-6) -> jax.Array:
     return x * jax.lax.rsqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True) + eps)
 
 
-def soft_moe_weights(x: jax.Array, phi: jax.Array, scale: jax.Array
+def soft_moe_weights(x: jax.Array, phi: jax.Array, scale: jax.Array,
+                     mask: Optional[jax.Array] = None
                      ) -> Tuple[jax.Array, jax.Array, jax.Array]:
-    """x [G, S, D], phi [D, E·p], scale [] -> (logits, dispatch, combine), each [G, S, E·p]."""
+    """x [G, S, D], phi [D, E·p], scale [] -> (logits, dispatch, combine), each [G, S, E·p].
+
+    mask [G, S]: real tokens; padding gets no dispatch weight (a slot mixes real tokens only).
+    A group of padding only dispatches nothing."""
     logits = jnp.einsum("gsd,dn->gsn", l2_normalize(x.astype(jnp.float32), -1),
                         scale * l2_normalize(phi, 0))
-    return logits, jax.nn.softmax(logits, axis=1), jax.nn.softmax(logits, axis=2)
+    if mask is None:
+        dispatch = jax.nn.softmax(logits, axis=1)
+    else:
+        real = mask[..., None] != 0                                          # [G, S, 1]
+        # finite stand-in for −∞: a group of padding only stays NaN-free (then zeroed)
+        dispatch = jax.nn.softmax(jnp.where(real, logits, -1e30), axis=1)
+        dispatch = jnp.where(real, dispatch, 0.0)
+    return logits, dispatch, jax.nn.softmax(logits, axis=2)
 
 
 FAMILY = RouterFamily(

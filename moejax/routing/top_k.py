@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 
@@ -12,7 +14,8 @@ from moejax.routing.types import Assignment, Routing
 
 
 def top_k_routing(logits: jax.Array, k: int, *, gate_order: str = "softmax_then_top_k",
-                  renormalize: bool = False, batch_prioritized: bool = False) -> Routing:
+                  renormalize: bool = False, batch_prioritized: bool = False,
+                  mask: Optional[jax.Array] = None) -> Routing:
     """Each token picks its k highest-scoring experts.
 
     logits: [G, S, E] router logits (float32, or bfloat16 with moe.router_dtype).
@@ -21,6 +24,7 @@ def top_k_routing(logits: jax.Array, k: int, *, gate_order: str = "softmax_then_
     renormalize: divide the chosen gates by their sum (GShard top-2: g1/(g1+g2), g2/(g1+g2)).
     batch_prioritized: V-MoE (Riquelme et al. 2021): tokens take capacity in order of their
       top-1 router probability (max of the softmax over all experts) instead of sequence order.
+    mask: [G, S] real tokens (None: all); padding takes no part in the losses.
     """
     probs = jax.nn.softmax(logits, axis=-1)                      # [G, S, E]
     if gate_order == "softmax_then_top_k":
@@ -38,16 +42,15 @@ def top_k_routing(logits: jax.Array, k: int, *, gate_order: str = "softmax_then_
         priority=jnp.max(probs, axis=-1) if batch_prioritized else None)
     return Routing(
         probs=probs,
-        losses={"load_balance_loss": losses.load_balance_loss(probs, expert_index),
-                "router_z_loss": losses.router_z_loss(logits)},
+        losses={"load_balance_loss": losses.load_balance_loss(probs, expert_index, mask),
+                "router_z_loss": losses.router_z_loss(logits, mask)},
         assignment=assignment)
 
 
 def _route(cfg, logits: jax.Array, inputs: RouteInputs) -> Routing:
-    del inputs
     return top_k_routing(logits, cfg.num_selected_experts, gate_order=cfg.gate_order,
                          renormalize=cfg.renormalize_gates,
-                         batch_prioritized=cfg.batch_prioritized)
+                         batch_prioritized=cfg.batch_prioritized, mask=inputs.mask)
 
 
 FAMILY = RouterFamily(
