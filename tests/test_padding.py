@@ -60,9 +60,10 @@ def numpy_top_k(logits, mask, k, capacity):
     return served, counts, np.mean(balance), z, dropped, histogram
 
 
-def layer_and_logits(cfg, x, mask):
+def layer_and_logits(cfg, x, mask, train=False):
     layer = make_moe_layer(cfg, D, rngs=nnx.Rngs(0))
-    y, stats = nnx.jit(lambda layer, x, m: layer(x, deterministic=True, mask=m))(layer, x, mask)
+    y, stats = nnx.jit(lambda layer, x, m: layer(x, deterministic=not train, mask=m))(
+        layer, x, mask)
     if not hasattr(layer, "router"):                               # Soft MoE: no router
         return np.asarray(y), stats, None
     logits = np.einsum("bld,de->ble", np.asarray(x), np.asarray(layer.router.w[...]))
@@ -97,21 +98,25 @@ def test_capacity_routing_skips_padding_like_a_numpy_loop(k):
     dict(router="deepseek_v3", num_selected_experts=2, renormalize_gates=True,
          eval_capacity_factor=1.0),
     dict(router="soft_moe", slots_per_expert=2),
+    dict(router="balanced", num_selected_experts=1, capacity_factor=1.0, train=True),
 ], ids=lambda c: f"{c['router']}-{c.get('dispatch', 'capacity')}")
 def test_what_padding_holds_never_changes_a_real_token(case):
     """Real tokens' outputs and every statistic are the same whatever the padded positions
-    hold; without the mask they differ (padding competes for slots or shifts the losses)."""
+    hold; without the mask they differ (padding competes for slots or shifts the losses).
+    BASE is checked in training, where its balanced assignment runs."""
+    case = dict(case)
+    train = case.pop("train", False)
     cfg = MoeConfig(num_experts=4, hidden_dim=6, min_capacity=1, **case)
     x = jax.random.normal(jax.random.key(1), (2, 12, D))
     other = jnp.where(MASK[..., None], x, 5.0 * jax.random.normal(jax.random.key(2), x.shape))
     mask = jnp.asarray(MASK)
-    y1, s1, _ = layer_and_logits(cfg, x, mask)
-    y2, s2, _ = layer_and_logits(cfg, other, mask)
+    y1, s1, _ = layer_and_logits(cfg, x, mask, train)
+    y2, s2, _ = layer_and_logits(cfg, other, mask, train)
     np.testing.assert_allclose(y1[MASK], y2[MASK], rtol=1e-5, atol=1e-6)
     for name in s1:
         np.testing.assert_allclose(s1[name], s2[name], rtol=1e-5, atol=1e-6, err_msg=name)
-    n1, t1, _ = layer_and_logits(cfg, x, None)
-    n2, t2, _ = layer_and_logits(cfg, other, None)
+    n1, t1, _ = layer_and_logits(cfg, x, None, train)
+    n2, t2, _ = layer_and_logits(cfg, other, None, train)
     assert (not np.allclose(n1[MASK], n2[MASK], rtol=1e-5, atol=1e-6)
             or not all(np.allclose(t1[n], t2[n], rtol=1e-5) for n in t1)), "test cannot fail"
 
@@ -163,3 +168,14 @@ def test_models_route_no_padding():
     _, stats = model(tokens, segment_ids=jnp.asarray(MASK, jnp.int32), deterministic=True)
     counts = np.asarray(stats["expert_counts"]).reshape(-1, 4)            # per MoE layer
     np.testing.assert_array_equal(counts.sum(-1), 2 * MASK.sum())
+
+
+def test_base_layers_balance_real_tokens_only():
+    """BASE in training over groups of 8 and 7 real tokens: every real token gets one expert,
+    no expert more than ⌈R/E⌉ = 2 per group, so 15 assignments at most 4 per expert."""
+    cfg = MoeConfig(router="balanced", num_experts=4, num_selected_experts=1, hidden_dim=6,
+                    capacity_factor=1.0, min_capacity=1)
+    x = jax.random.normal(jax.random.key(5), (2, 12, D))
+    _, stats, _ = layer_and_logits(cfg, x, jnp.asarray(MASK), train=True)
+    counts = np.asarray(stats["expert_counts"])
+    assert counts.sum() == 15 and counts.max() <= 4, counts
