@@ -69,7 +69,8 @@ def test_bad_config_fails_before_compiling_and_keeps_checkpoints(data_dir, tmp_p
              r"optimizer\.learning_rate=nan must be a finite number"),
             ("optimizer", dict(schedule="bogus"), r"optimizer\.schedule='bogus'"),
             ("moe", dict(group_size=100),
-             r"moe\.group_size=100 must divide the decoder's tokens per batch, .* = 4·32 = 128"),
+             r"moe\.group_size=100 must divide the decoder's tokens per \(micro\)batch, "
+             r".* = 4·32 = 128"),
             ("data", dict(eval_split="bogus"), r"split='bogus' is not a split"),
             ("data", dict(tfds_name="no_such_dataset"),
              r"data\.tfds_name='no_such_dataset' is not a tfds dataset"),

@@ -51,6 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.train = ml_collections.ConfigDict(dict(
         num_steps=1000, log_every=50, eval_every=250, eval_batches=8, checkpoint_every=250,
         keep_checkpoints=3, seed=0, z_loss=1e-4,
+        # microbatches per optimizer update: data.batch_size rows split in N, gradients summed
+        # (moejax/train/step.py); the batch the papers train on, at 1/N of the activations
+        grad_accum_steps=1,
         # resume from this saved step instead of the latest (e.g. when the latest is damaged)
         restore_step=ml_collections.config_dict.placeholder(int),
         # encoder-decoder: evaluate also with encoders shuffled across the batch and log
@@ -77,6 +80,11 @@ def resolve(config, vocab_size: int) -> ModelConfig:
                  "keep_checkpoints"):
         check(isinstance(t[name], int) and t[name] >= 1, f"train.{name}={t[name]!r} must be an integer >= 1")
     check(t.z_loss >= 0, f"train.z_loss={t.z_loss!r} must be >= 0")
+    n = t.get("grad_accum_steps", 1)
+    check(isinstance(n, int) and not isinstance(n, bool) and n >= 1
+          and config.data.batch_size % n == 0,
+          f"train.grad_accum_steps={n!r} must be an integer >= 1 that divides "
+          f"data.batch_size={config.data.batch_size}")
     check(t.restore_step is None or (isinstance(t.restore_step, int) and t.restore_step >= 1),
           f"train.restore_step={t.restore_step!r} must be None (the latest) or a saved step")
     optimizer.validate(config.optimizer)
@@ -95,8 +103,9 @@ def _check_groups(config, model_cfg: ModelConfig) -> None:
     if model_cfg.arch == "encoder_decoder":
         lengths = {"encoder": config.data.seq_length,
                    "decoder": data_config.span_corruption_shapes(config.data)[2]}
+    rows = config.data.batch_size // config.train.get("grad_accum_steps", 1)   # per microbatch
     for stack, depth in model_cfg.stack_depths().items():
-        tokens = config.data.batch_size * lengths[stack]
+        tokens = rows * lengths[stack]
         check("moe" not in ffn_pattern(model_cfg, depth, stack) or tokens % size == 0,
-              f"moe.group_size={size} must divide the {stack}'s tokens per batch, "
-              f"data.batch_size·length = {config.data.batch_size}·{lengths[stack]} = {tokens}")
+              f"moe.group_size={size} must divide the {stack}'s tokens per (micro)batch, "
+              f"rows·length = {rows}·{lengths[stack]} = {tokens}")

@@ -1,4 +1,14 @@
-"""One training step and one evaluation step for either model architecture."""
+"""One training step and one evaluation step for either model architecture.
+
+Gradient accumulation (train.grad_accum_steps = N > 1): the batch's rows are split into N
+microbatches (rows i, i+N, i+2N, ... form microbatch i, so each data shard keeps its rows) and
+their gradients are summed under a jax.lax.scan before one optimizer update. The objective is
+the big batch's: cross-entropy and output z-loss are weighted by each microbatch's share of the
+batch's loss weights (the big batch's token mean, exactly), the MoE auxiliary losses (means over
+routing groups, which microbatches split evenly) by 1/N; DeepSeek-V3's expert load is summed
+over microbatches before the bias update. Routing groups and capacities are per microbatch, as
+they are per data shard; random draws (dropout, router noise) differ from one big step's.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +19,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from moejax.layer import MoeLayer
-from moejax.train.loss import total_loss
+from moejax.routing.router import ExpertLoad
+from moejax.train.loss import cross_entropy, total_loss
 
 
 def model_outputs(model: nnx.Module, batch: Mapping[str, jax.Array], deterministic: bool):
@@ -39,20 +50,70 @@ def moe_metrics(stats: Dict[str, jax.Array]) -> Dict[str, jax.Array]:
     return {f"moe/{k}": stats[k] for k in keys if k in stats}
 
 
-@nnx.jit(static_argnums=3)
-def train_step(model: nnx.Module, optimizer: nnx.Optimizer, batch, z_loss: float):
-    """Gradient step on the batch; returns scalar losses and per-layer MoE metrics."""
+@nnx.jit(static_argnums=(3, 4))
+def train_step(model: nnx.Module, optimizer: nnx.Optimizer, batch, z_loss: float,
+               grad_accum_steps: int = 1):
+    """Gradient step on the batch (summed over grad_accum_steps microbatches); returns scalar
+    losses and per-layer MoE metrics."""
+    if grad_accum_steps > 1:
+        grads, parts, stats = accumulated_grads(model, batch, z_loss, grad_accum_steps)
+    else:
+        def loss_fn(model):
+            logits, targets, weights, stats = model_outputs(model, batch, deterministic=False)
+            loss, parts = total_loss(logits, targets, weights, stats, z_loss)
+            return loss, (parts, stats)
 
-    def loss_fn(model):
-        logits, targets, weights, stats = model_outputs(model, batch, deterministic=False)
-        loss, parts = total_loss(logits, targets, weights, stats, z_loss)
-        return loss, (parts, stats)
-
-    grads, (parts, stats) = nnx.grad(loss_fn, has_aux=True)(model)
+        grads, (parts, stats) = nnx.grad(loss_fn, has_aux=True)(model)
     optimizer.update(model, grads)
     apply_bias_updates(model)
     parts["grad_norm"] = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
     return {**parts, **moe_metrics(stats)}
+
+
+def microbatches(batch: Mapping[str, jax.Array], n: int) -> Dict[str, jax.Array]:
+    """[B, ...] -> [N, B/N, ...]: microbatch i holds rows i, i+N, i+2N, ..."""
+    def split(x):
+        return jnp.swapaxes(x.reshape(x.shape[0] // n, n, *x.shape[1:]), 0, 1)
+    return {k: split(v) for k, v in batch.items()}
+
+
+def loss_weights(batch: Mapping[str, jax.Array]) -> jax.Array:
+    return batch["decoder_loss_weights" if "encoder_input_tokens" in batch else "loss_mask"]
+
+
+def accumulated_grads(model: nnx.Module, batch, z_loss: float, n: int):
+    """(Σ gradients, loss parts, MoE stats averaged) over n microbatches (module docstring);
+    the model's state (random streams, expert load) moves through them in turn."""
+    total_weight = jnp.maximum(jnp.sum(loss_weights(batch).astype(jnp.float32)), 1.0)
+    graphdef, state = nnx.split(model)
+    zero_grads = jax.tree.map(jnp.zeros_like, nnx.state(model, nnx.Param))
+
+    def one(carry, micro):
+        grads, load, state = carry
+        model = nnx.merge(graphdef, state)
+
+        def loss_fn(model):
+            logits, targets, weights, stats = model_outputs(model, micro, deterministic=False)
+            share = jnp.sum(weights.astype(jnp.float32)) / total_weight
+            ce, z = cross_entropy(logits, targets, weights, z_loss)
+            aux = jnp.mean(stats["aux_loss"]) if stats else jnp.zeros((), jnp.float32)
+            parts = {"cross_entropy": ce * share, "output_z_loss": z * share,
+                     "moe_aux_loss": aux / n}
+            return sum(parts.values()), (parts, stats)
+
+        micro_grads, (parts, stats) = nnx.grad(loss_fn, has_aux=True)(model)
+        load = jax.tree.map(jnp.add, load, nnx.state(model, ExpertLoad))
+        grads = jax.tree.map(jnp.add, grads, micro_grads)
+        return (grads, load, nnx.state(model)), (parts, stats)
+
+    zero_load = jax.tree.map(jnp.zeros_like, nnx.state(model, ExpertLoad))
+    (grads, load, state), (parts, stats) = jax.lax.scan(
+        one, (zero_grads, zero_load, state), microbatches(batch, n))
+    nnx.update(model, state)
+    nnx.update(model, load)                       # the whole batch's load, for the bias update
+    parts = {k: jnp.sum(v) for k, v in parts.items()}
+    parts["loss"] = parts["cross_entropy"] + parts["output_z_loss"] + parts["moe_aux_loss"]
+    return grads, parts, jax.tree.map(lambda v: jnp.mean(v, axis=0), stats)
 
 
 ENCODER_FEATURES = ("encoder_input_tokens", "encoder_segment_ids", "encoder_positions")

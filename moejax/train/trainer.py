@@ -197,7 +197,8 @@ def _train(config, workdir: str, model_cfg, mesh, checkpoints: Checkpointer) -> 
     while step < t.num_steps:
         batch = global_batch(next(train_data), mesh)
         start = time.perf_counter()
-        metrics = train_step(model, optimizer, batch, float(t.z_loss))
+        metrics = train_step(model, optimizer, batch, float(t.z_loss),
+                             int(t.get("grad_accum_steps", 1)))
         step += 1
         loss = float(metrics["loss"])                   # waits for the step to finish
         grad_norm = float(metrics["grad_norm"])
