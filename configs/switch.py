@@ -4,8 +4,8 @@
 
 Sizes: tiny (2-core CPU, minutes), base (Switch-Base: T5-Base with 128 experts in every other
 FFN, capacity factor 1.25 train / 2.0 eval, α = 0.01, init scale 0.1, Adafactor), and tiny_lm:
-Switch routing on the tiny decoder-only byte LM, where the recipes judge the paper's quality
-claims at CPU budgets (configs/common.py, TINY_LM).
+Switch routing on the tiny decoder-only byte LM with gated-GELU FFNs, where the recipes judge
+the paper's quality claims at CPU budgets (configs/common.py, TINY_LM).
 
 The paper's init scale 0.1 applies to every weight matrix; this config reduces the experts'
 only (moe.expert_init_scale), as the recipe runs in docs/RESULTS.md did. Add

@@ -87,9 +87,10 @@ class Recipe:
 
 # The T5-backbone recipes whose arms can run in a causal decoder: judged on the tiny LM.
 ON_TINY_LM = (("tiny", "tiny_lm"),)
-TINY_LM_NOTE = ("Backbone: the tiny decoder-only byte LM (configs at size tiny_lm), not the "
-                "paper's T5 encoder-decoder: at CPU budgets the tiny encoder-decoder's FFNs "
-                "are no bottleneck, so no MoE could show a gain there (docs/RESULTS.md).")
+TINY_LM_NOTE = ("Backbone: the tiny decoder-only byte LM with gated-GELU FFNs (configs at "
+                "size tiny_lm), not the paper's T5 encoder-decoder: at CPU budgets the tiny "
+                "encoder-decoder's FFNs, and ReLU FFNs in this LM, are no bottleneck, so no MoE "
+                "could show a gain there (docs/RESULTS.md).")
 
 
 def is_tiny(size: str) -> bool:
