@@ -11,6 +11,8 @@ empty table (--smoke runs the same code at tiny sizes on any backend, for the te
    1e-4: float32 sums of up to a few thousand terms reordered (blocked CPU loops against GPU
    kernels) differ by well under that (n·ε ≈ 2e-4 is the worst case for n = 2048 rows, √n·ε
    ≈ 5e-6 the typical one); TF32 or bf16 arithmetic would show as ~1e-3.
+1b. ragged_dot's speed: on rows sorted into E equal groups, against the same products as one
+   batched matmul (equal FLOPs; what a capacity buffer with no slack computes).
 2. A bf16 training step at GLaM-base width (12 decoder layers, d_model 768, d_ff 3072, every
    other FFN a top-2 MoE of E=8 GEGLU experts; Adafactor; random tokens): the MoE with
    capacity dispatch (index, capacity factor 1.0 as GLaM trains) and dropless (ragged_dot),
@@ -63,13 +65,14 @@ class Sizes:
                              ("moe.dtype", "bfloat16"))
     repeats: int = 20
     matmul: int = 8192
+    grouped: tuple = (65536, 768, 3072)     # part 1b: rows (32k tokens × top-2), D, F
 
 
 FULL = Sizes()
 SMOKE = Sizes(experts=4, model_dim=32, hidden_dim=64, groups=2, group_tokens=64,
               glam="tiny", step_overrides=train_setup.SMOKE_OVERRIDES + (
                   ("model.dtype", "bfloat16"), ("moe.dtype", "bfloat16")),
-              repeats=2, matmul=256)
+              repeats=2, matmul=256, grouped=(256, 32, 64))
 
 
 def peak_flops(device) -> float | None:
@@ -111,6 +114,22 @@ def ragged_against_blocks(table: Table, sizes: Sizes, device) -> None:
         error = float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
         table.add(part="ragged_dot vs blocks", what=name, shape="×".join(map(str, b.shape)),
                   rel_error=error, verdict="agrees" if error <= AGREE else "DIFFERS")
+
+
+def ragged_against_batched(table: Table, sizes: Sizes) -> None:
+    """Rows of part 1b: jax.lax.ragged_dot on rows sorted into E equal groups against the same
+    products as one batched matmul [E, rows/E, D] × [E, D, F] (equal FLOPs), bf16, forward."""
+    e, (m, d, f) = sizes.experts, sizes.grouped
+    x = jax.random.normal(jax.random.key(0), (m, d), jnp.bfloat16)
+    w = jax.random.normal(jax.random.key(1), (e, d, f), jnp.bfloat16)
+    group_sizes = jnp.full((e,), m // e, jnp.int32)
+    ragged = jax.jit(lambda x, w: jax.lax.ragged_dot(x, w, group_sizes))
+    batched = jax.jit(lambda x, w: jnp.einsum("end,edf->enf", x.reshape(e, m // e, d), w))
+    seconds = side_by_side({"ragged_dot": lambda: ragged(x, w),
+                            "batched matmul": lambda: batched(x, w)}, sizes.repeats)
+    for name, t in seconds.items():
+        table.add(part="grouped matmul, bf16", what=name, shape=f"{m}×{d}×{f}, E={e}",
+                  ms=t * 1e3, tflop_s=2 * m * d * f / t / 1e12)
 
 
 def matmul_tflops(n: int, repeats: int) -> float:
@@ -159,13 +178,14 @@ def run(smoke: bool = False) -> Table:
                  ("rel_error", "rel. error", ".2e"), ("verdict", "verdict", ""),
                  ("ms", "ms/step", ".1f"), ("tokens_s", "tokens/s", ".0f"),
                  ("model_tflop", "model TFLOP/step", ".2f"),
-                 ("xla_tflop", "XLA's TFLOP/step", ".2f"), ("tflop_s", "model TFLOP/s", ".1f"),
+                 ("xla_tflop", "XLA's TFLOP/step", ".2f"), ("tflop_s", "TFLOP/s", ".1f"),
                  ("mfu", "MFU", ".1%")])
     if jax.default_backend() != "gpu" and not smoke:
         print(f"skipped: no GPU here (jax's backend is {jax.default_backend()})", flush=True)
         table.notes.append("skipped: no GPU")
         return table
     ragged_against_blocks(table, sizes, device)
+    ragged_against_batched(table, sizes)
     peak = peak_flops(device)
     reached = matmul_tflops(sizes.matmul, sizes.repeats)
     table.add(part="bf16 matmul", what=f"{sizes.matmul}³", tflop_s=reached / 1e12,
