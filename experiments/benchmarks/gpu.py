@@ -21,7 +21,7 @@ empty table (--smoke runs the same code at tiny sizes on any backend, for the te
    N the active parameters (moejax.models.flops): the work the model needs, without capacity
    slack or padding; MFU = model FLOPs / median step time / the chip's datasheet peak. XLA's
    own count is shown beside them: on GPU its cost analysis of the compiled step misses most
-   of the work (0.31 of ~38 TFLOP on an H200, jax 0.11.2), so it cannot be the numerator. A
+   of the work (0.3–0.4 of 39 TFLOP on an H200, jax 0.11.2), so it cannot be the numerator. A
    large bf16 matmul timed in the same run gives the peak this chip reaches in practice.
 """
 
