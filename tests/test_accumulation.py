@@ -95,3 +95,16 @@ def test_train_step_with_accumulation_updates_like_one_big_batch():
         mb = train_step(b[0], b[1], batch, a.z_loss, 1)
     np.testing.assert_allclose(ma["cross_entropy"], mb["cross_entropy"], rtol=1e-5)
     assert_trees_close(nnx.state(a.model, nnx.Param), nnx.state(b[0], nnx.Param))
+
+
+def test_accumulation_cuts_the_compiled_temporaries():
+    """What accumulation is for: the compiled step's temporary memory (activations kept for
+    the backward pass, mostly) shrinks with the microbatch; measured on CPU 297 → 74 MiB."""
+    overrides = dict(train_setup.SMOKE_OVERRIDES) | {"data.batch_size": 64,
+                                                     "data.seq_length": 128}
+    temps = {}
+    for n in (1, 4):
+        config = train_setup.load_config("glam", overrides | {"train.grad_accum_steps": n})
+        compiled = train_setup.build(config, abstract=True).compile()
+        temps[n] = compiled.memory_analysis().temp_size_in_bytes
+    assert temps[4] < 0.5 * temps[1], temps

@@ -107,6 +107,10 @@ class TrainSetup:
         return float(self.config.train.z_loss)
 
     @property
+    def grad_accum_steps(self) -> int:
+        return int(self.config.train.get("grad_accum_steps", 1))
+
+    @property
     def tokens(self) -> int:
         """Tokens per step: batch · (encoder + decoder length), or batch · length."""
         return self.config.data.batch_size * sum(batch_lengths(self.config).values())
@@ -123,20 +127,22 @@ class TrainSetup:
     def step_fn(self) -> Callable[[], Any]:
         """One train_step per call (optimizer update included; the model changes each time)."""
         step = nnx.cached_partial(train_step, self.model, self.optimizer)
+        args = (self.batch, self.z_loss, self.grad_accum_steps)
         if self.mesh is None:
-            return lambda: step(self.batch, self.z_loss)
+            return lambda: step(*args)
 
         def call():
             with jax.set_mesh(self.mesh):
-                return step(self.batch, self.z_loss)
+                return step(*args)
         return call
 
     def lower(self) -> jax.stages.Lowered:
         """The train step traced and lowered to StableHLO (no XLA compile yet)."""
+        args = (self.model, self.optimizer, self.batch, self.z_loss, self.grad_accum_steps)
         if self.mesh is None:
-            return train_step.lower(self.model, self.optimizer, self.batch, self.z_loss)
+            return train_step.lower(*args)
         with jax.set_mesh(self.mesh):
-            return train_step.lower(self.model, self.optimizer, self.batch, self.z_loss)
+            return train_step.lower(*args)
 
     def compile(self) -> jax.stages.Compiled:
         return self.lower().compile()
