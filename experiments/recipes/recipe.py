@@ -93,11 +93,6 @@ TINY_LM_NOTE = ("Backbone: the tiny decoder-only byte LM with gated-GELU FFNs (c
                 "could show a gain there (docs/RESULTS.md).")
 
 
-def is_tiny(size: str) -> bool:
-    """tiny or tiny_lm: the sizes a 2-core CPU trains, at the recipe's own step budget."""
-    return size in ("tiny", "tiny_lm")
-
-
 def config_size(recipe: Recipe, size: str) -> str:
     """The configs' size for a requested one (recipe.sizes; else the same)."""
     return dict(recipe.sizes).get(size, size)
@@ -107,7 +102,7 @@ def overrides(recipe: Recipe, size: str, steps: Optional[int], smoke: bool) -> D
     common = dict(recipe.common)
     if smoke:
         common.update(SMOKE)
-    steps = SMOKE_STEPS if smoke else steps or (recipe.tiny_steps if is_tiny(size) else None)
+    steps = SMOKE_STEPS if smoke else steps or (recipe.tiny_steps if runs.is_tiny(size) else None)
     if steps is not None:
         common.update(runs.budget(steps))
     return common

@@ -274,11 +274,16 @@ def plan_runs(runs: Sequence[Run], workdir: str, *, size: str, seeds: Sequence[i
     return tasks, directories
 
 
+def is_tiny(size: str) -> bool:
+    """tiny or tiny_lm: the sizes a 2-core CPU trains (recipes' own step budgets)."""
+    return size in ("tiny", "tiny_lm")
+
+
 def auto_jobs(size: str) -> int:
     """Runs trained at once by default: two at tiny size on a machine with two or more cores
     (XLA:CPU keeps about one core busy with a tiny model: two runs side by side train about
     1.3× as many tokens per second in all), one otherwise (an accelerator runs one at a time)."""
-    return min(2, os.cpu_count() or 1) if size in ("tiny", "tiny_lm") else 1
+    return min(2, os.cpu_count() or 1) if is_tiny(size) else 1
 
 
 def execute(tasks: Sequence[Task], *, jobs: int = 1, log=print) -> None:
