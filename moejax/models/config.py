@@ -19,6 +19,7 @@ ARCHS = ("decoder", "encoder_decoder")
 LAYOUTS = ("every", "top", "bottom", "list", "none")
 MOE_STACKS = ("all", "encoder", "decoder")
 POSITIONS = ("rope", "relative")
+REMATS = ("none", "full", "save_dots")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,10 @@ class ModelConfig:
       (moe.active_hidden_dim: k·F plus shared experts) with the experts' activation, and the
       model's dtype, dropout and initialisation (a dense model's FFN, not the experts').
     scan_layers: run repeated layers under nnx.scan (fast compiles); False unrolls them.
+    remat: what each layer keeps for the backward pass (jax.checkpoint per layer): none
+      (everything), full (only its input; the rest is recomputed), save_dots (matmul outputs
+      without batch dimensions: projections and FFNs, not attention scores; MaxText's
+      "minimal").
     moe: the MoeConfig of every sparse layer (its `causal` is set per stack).
     """
 
@@ -64,6 +69,7 @@ class ModelConfig:
     init_scale: float = 1.0
     dtype: str = "float32"
     scan_layers: bool = True
+    remat: str = "none"
     moe_layout: str = "every"
     moe_every: int = 2
     num_moe_layers: int = 0
@@ -103,6 +109,7 @@ class ModelConfig:
         check_choice(p + "moe_stacks", self.moe_stacks, MOE_STACKS)
         check_choice(p + "activation", self.activation, ACTIVATIONS)
         check_choice(p + "dtype", self.dtype, DTYPES)
+        check_choice(p + "remat", self.remat, REMATS)
         if self.position is not None:
             check_choice(p + "position", self.position, POSITIONS)
         for name in ("vocab_size", "d_model", "num_heads", "d_ff", "moe_every",

@@ -31,7 +31,7 @@ class DecoderLM(nnx.Module):
             return Block(cfg, kind, causal=True, cross=False, rngs=rngs)
 
         self.layers = LayerStack(ffn_pattern(cfg, cfg.num_layers), make_block,
-                                 scan=cfg.scan_layers, rngs=rngs)
+                                 scan=cfg.scan_layers, remat=cfg.remat, rngs=rngs)
         self.final_norm = RMSNorm(cfg.d_model)
         self.dropout = nnx.Dropout(cfg.dropout_rate, rngs=rngs)
 

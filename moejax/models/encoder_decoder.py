@@ -39,11 +39,11 @@ class EncoderDecoder(nnx.Module):
         self.encoder = LayerStack(
             ffn_pattern(cfg, cfg.num_encoder_layers, "encoder"),
             lambda kind, rngs: Block(cfg, kind, causal=False, cross=False, rngs=rngs),
-            scan=cfg.scan_layers, rngs=rngs)
+            scan=cfg.scan_layers, remat=cfg.remat, rngs=rngs)
         self.decoder = LayerStack(
             ffn_pattern(cfg, cfg.num_decoder_layers, "decoder"),
             lambda kind, rngs: Block(cfg, kind, causal=True, cross=True, rngs=rngs),
-            scan=cfg.scan_layers, rngs=rngs)
+            scan=cfg.scan_layers, remat=cfg.remat, rngs=rngs)
         self.encoder_norm = RMSNorm(cfg.d_model)
         self.decoder_norm = RMSNorm(cfg.d_model)
         self.dropout = nnx.Dropout(cfg.dropout_rate, rngs=rngs)

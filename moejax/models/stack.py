@@ -69,14 +69,21 @@ class SuperBlock(nnx.Module):
         return x, stats
 
 
+# jax.checkpoint policy per ModelConfig.remat ("none": no checkpoint at all)
+REMAT_POLICIES = {"full": None,
+                  "save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
 class Segment(nnx.Module):
     """`repeats` copies of one SuperBlock with stacked parameters."""
 
     def __init__(self, kinds, repeats: int, make_block: Callable, scan: bool,
-                 keys: Dict[str, jax.Array]):
-        """keys: [repeats, len(kinds)] per RNG stream (layer_keys of the segment's layers)."""
+                 keys: Dict[str, jax.Array], remat: str = "none"):
+        """keys: [repeats, len(kinds)] per RNG stream (layer_keys of the segment's layers);
+        remat: ModelConfig.remat, applied to each repeat of the super-block."""
         self.repeats = repeats
         self.scan = scan
+        self.remat = remat
 
         @nnx.vmap(in_axes=(0,), out_axes=0)
         def create(keys):
@@ -85,17 +92,21 @@ class Segment(nnx.Module):
         self.blocks = create(keys)
 
     def __call__(self, x, inputs: LayerInputs, deterministic: bool):
+        def run(block, x, inputs):
+            return block(x, inputs, deterministic)
+        if self.remat != "none":
+            run = nnx.remat(run, policy=REMAT_POLICIES[self.remat])
         if self.scan:
             @nnx.scan(in_axes=(nnx.Carry, 0, None), out_axes=(nnx.Carry, 0))
             def body(x, block, inputs):
-                return block(x, inputs, deterministic)
+                return run(block, x, inputs)
             x, stats = body(x, self.blocks, inputs)
         else:
             graphdef, state = nnx.split(self.blocks)
             outs, states = [], []
             for i in range(self.repeats):
                 block = nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state))
-                x, s = block(x, inputs, deterministic)
+                x, s = run(block, x, inputs)
                 outs.append(s)
                 states.append(nnx.state(block))
             nnx.update(self.blocks, jax.tree.map(lambda *a: jnp.stack(a), *states))
@@ -118,7 +129,7 @@ class LayerStack(nnx.Module):
     """All layers of an encoder or decoder, with MoE stats stacked in layer order."""
 
     def __init__(self, pattern: Sequence[str], make_block: Callable, *, scan: bool,
-                 rngs: nnx.Rngs):
+                 rngs: nnx.Rngs, remat: str = "none"):
         self.pattern = tuple(pattern)
         keys = layer_keys(rngs, len(self.pattern))
         pieces, start = [], 0
@@ -126,7 +137,7 @@ class LayerStack(nnx.Module):
             n = len(kinds) * reps
             piece = {name: k[start:start + n].reshape(reps, len(kinds), *k.shape[1:])
                      for name, k in keys.items()}
-            pieces.append(Segment(kinds, reps, make_block, scan, piece))
+            pieces.append(Segment(kinds, reps, make_block, scan, piece, remat))
             start += n
         self.segments = nnx.List(pieces)
 
