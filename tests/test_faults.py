@@ -30,9 +30,9 @@ def after_step(monkeypatch, n, action):
     real_step = trainer.train_step
     calls = {"n": 0}
 
-    def step(model, optimizer, batch, z_loss):
+    def step(model, optimizer, batch, *args):
         calls["n"] += 1
-        metrics = real_step(model, optimizer, batch, z_loss)
+        metrics = real_step(model, optimizer, batch, *args)
         return action(model, metrics) if calls["n"] == n else metrics
 
     monkeypatch.setattr(trainer, "train_step", step)
