@@ -8,9 +8,9 @@ empty table (--smoke runs the same code at tiny sizes on any backend, for the te
    accelerator and with 'blocks' (moejax.grouped, the tested CPU path) on the host's CPU, both
    in float32 at matmul precision 'highest'. Rows: the output and every gradient of Σ y·probe
    (router, expert weights, input), as max |a − b| / max |b|. They agree when that is at most
-   1e-4: float32 sums of up to a few thousand terms reordered (blocked CPU loops against GPU
-   kernels) differ by well under that (n·ε ≈ 2e-4 is the worst case for n = 2048 rows, √n·ε
-   ≈ 5e-6 the typical one); TF32 or bf16 arithmetic would show as ~1e-3.
+   1e-4: reordered float32 sums of n terms (blocked CPU loops against GPU kernels) typically
+   differ by about √n·ε (5e-6 for n = 2048 rows; the worst-case bound n·ε = 2e-4 assumes every
+   rounding error has the same sign), while TF32 or bf16 arithmetic would show as ~1e-3.
 1b. ragged_dot's speed: on rows sorted into E equal groups, against the same products as one
    batched matmul (equal FLOPs; what a capacity buffer with no slack computes).
 2. A bf16 training step at GLaM-base width (12 decoder layers, d_model 768, d_ff 3072, every
