@@ -320,3 +320,15 @@ def test_workers_stop_when_their_parent_is_gone(tmp_path):
     while not os.path.exists(marker) and time.time() < deadline:
         time.sleep(0.2)
     assert os.path.exists(marker)
+
+
+def test_gate_cache_key_ignores_options_added_at_their_defaults():
+    """A regime cached before moejax gained model.remat / train.grad_accum_steps keeps its key
+    while they hold their defaults; a non-default value is another regime."""
+    from experiments.recipes.gate import regime_key
+    before = {"model": {"d_ff": 256}, "train": {"num_steps": 1200}}
+    same = {"model": {"d_ff": 256, "remat": "none"},
+            "train": {"num_steps": 1200, "grad_accum_steps": 1}}
+    other = {"model": {"d_ff": 256, "remat": "full"}, "train": {"num_steps": 1200}}
+    assert regime_key(json.dumps(before)) == regime_key(json.dumps(same))
+    assert regime_key(json.dumps(before)) != regime_key(json.dumps(other))

@@ -102,9 +102,19 @@ def gate_runs(backbone: str, size: str, common: Mapping[str, Any]) -> Dict[str, 
             WIDE: Run(WIDE, backbone, overrides=extra + wide)}
 
 
+# Config fields added since gate caches were first written: at these defaults they stay out of
+# the key, so a regime's cached runs still match after moejax gained the option.
+ADDED_FIELDS = {("model", "remat"): "none", ("train", "grad_accum_steps"): 1}
+
+
 def regime_key(config_json: str) -> str:
-    """A short stable name for a regime: the hash of the standard run's config."""
-    canonical = json.dumps(json.loads(config_json), sort_keys=True)
+    """A short stable name for a regime: the hash of the standard run's config (without the
+    ADDED_FIELDS that hold their defaults)."""
+    config = json.loads(config_json)
+    for (section, field), default in ADDED_FIELDS.items():
+        if config.get(section, {}).get(field, default) == default:
+            config.get(section, {}).pop(field, None)
+    canonical = json.dumps(config, sort_keys=True)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
