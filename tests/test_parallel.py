@@ -79,6 +79,17 @@ def relative_error(a, b):
     return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30)
 
 
+def loss_error(loss, loss0, y0):
+    """|loss − loss0| against the scale of its float32 rounding, Σ|y·cos y| over the B·L·D
+    terms (aux_loss is ~0.01 and adds nothing to it). The loss sums terms of both signs: for
+    expert choice 440 in magnitude against a sum of 0.46. So reordering the sum (sharded
+    partial sums) moves it by a small multiple of ε·Σ|t|, which relative to |Σ t| itself
+    reached 1.08e-5 with jax 0.12 (1.1e-8 of Σ|t|)."""
+    y = np.asarray(y0, np.float64)
+    scale = np.sum(np.abs(y * np.cos(y)))
+    return abs(float(loss) - float(loss0)) / scale
+
+
 # every mesh for the routers the issue names; one mesh each for the extra variants
 CASES = ([(r, m) for r in ("top1", "top2", "expert_choice", "deepseek_v3", "dropless")
           for m in MESHES]
@@ -95,7 +106,7 @@ def test_sharded_layer_equals_single_device(router, mesh_name, single_device):
         assert wi.sharding.spec == logical_to_spec(("expert", "embed", "mlp"), wi.shape, mesh)
         loss1, y1, (g_layer, gx1) = value_and_grads(layer, inputs())
     assert relative_error(y1, y0) <= 1e-5
-    assert relative_error(loss1, loss0) <= 1e-5
+    assert loss_error(loss1, loss0, y0) <= 1e-5
     assert relative_error(gx1, gx0) <= 1e-5
     g1 = jax.tree.leaves(nnx.to_pure_dict(g_layer))
     assert len(g1) == len(g0)
