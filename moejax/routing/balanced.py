@@ -18,7 +18,6 @@ tokens, and padding neither takes an expert nor uses up room (at most ceil(R/E) 
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import jax
@@ -36,15 +35,10 @@ def sinkhorn(logits: jax.Array, iterations: int = SINKHORN_ITERATIONS,
     """log P [G, S, E] of the balanced plan: alternately rows (tokens) to 1 and columns
     (experts) to S/E (R/E over the R real tokens of a mask [G, S]), starting from exp(logits);
     ends on the columns. Padding rows hold a finite stand-in for −∞."""
-    s, e = logits.shape[-2:]
+    e = logits.shape[-1]
     log_p = logits.astype(jnp.float32)
-    if mask is None:
-        for _ in range(iterations):
-            log_p = log_p - jax.nn.logsumexp(log_p, axis=-1, keepdims=True)
-            log_p = log_p - jax.nn.logsumexp(log_p, axis=-2, keepdims=True) + math.log(s / e)
-        return log_p
-    real = mask[..., None] != 0                                               # [G, S, 1]
-    column_mass = jnp.log(jnp.maximum(jnp.sum(real, axis=-2, keepdims=True), 1) / e)
+    real = (jnp.ones(logits.shape[:-1], bool) if mask is None else mask != 0)[..., None]
+    column_mass = jnp.log(jnp.maximum(jnp.sum(real, axis=-2, keepdims=True), 1) / e)  # log R/E
     for _ in range(iterations):
         log_p = jnp.where(real, log_p - jax.nn.logsumexp(log_p, axis=-1, keepdims=True), -1e30)
         log_p = log_p - jax.nn.logsumexp(log_p, axis=-2, keepdims=True) + column_mass
