@@ -12,13 +12,14 @@ status 1, e.g.
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import json
 import re
 import sys
 from typing import List, Optional
 
 from absl import app, flags
+
+from experiments import config_files
 
 _OVERRIDE = re.compile(r"^--?config\.([\w.]+)(=.*)?$")
 
@@ -43,10 +44,7 @@ def _load_config(argv: List[str]):
     if value is None:
         return None
     path, _, arg = value.partition(":")
-    spec = importlib.util.spec_from_file_location("_moejax_cli_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config(), path
+    return config_files.load(path, arg or None), path
 
 
 def unknown_field(argv: List[str]) -> Optional[str]:

@@ -16,7 +16,7 @@ from absl import flags, logging
 
 from experiments import cli
 from moejax.errors import ConfigError
-from moejax.train.checkpoint_report import format_summary, summarize
+from moejax.checkpoints.report import format_summary, summarize
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir whose checkpoints/ to inspect.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")

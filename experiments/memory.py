@@ -6,7 +6,7 @@ r"""Per-device memory of a config's parameters and optimizer state on a mesh, fr
 --devices is the size of the target slice or cluster (default: the devices here); the mesh
 comes from --config.mesh.* exactly as in training. Nothing is allocated: shapes only. Prints
 the parameters (experts and the rest) and the optimizer state, in total and per device, and
-the mesh. Activations are not included (see moejax/parallel/memory.py).
+the mesh. Activations are not included (see moejax/parallel/shard_bytes.py).
 """
 
 import sys
@@ -16,7 +16,7 @@ from ml_collections import config_flags
 
 from experiments import cli
 from moejax.errors import ConfigError, check
-from moejax.train.memory import report
+from moejax.train.state_memory import report
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<family>.py:<size>",
                                           lock_config=True)

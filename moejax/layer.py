@@ -28,8 +28,8 @@ from moejax.errors import ConfigError
 from moejax.experts import Experts
 from moejax.inputs import check_layer_args, group_mask, honest_stats, is_training, to_groups
 from moejax.parallel.dropless import expert_parallel_dropless
-from moejax.parallel.expert_parallel import (active_mesh, constrain_groups,
-                                             expert_parallel_ffn)
+from moejax.parallel.expert_parallel import expert_parallel_ffn
+from moejax.parallel.expert_shards import active_mesh, constrain_groups
 from moejax.plan import expert_capacity
 from moejax.routing import family, route, routing_k, update_selection_bias
 from moejax.routing.router import Router

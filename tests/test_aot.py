@@ -5,6 +5,7 @@ import importlib.util
 
 import pytest
 
+from experiments import config_files
 from experiments.benchmarks import aot
 from moejax.errors import ConfigError
 from moejax.parallel.tpu_chips import CHIPS, parse_topology
@@ -46,8 +47,7 @@ def test_bad_topologies_give_one_line(name):
                     reason='libtpu is not installed (pip install "jax[tpu]==<jax version>")')
 @pytest.mark.parametrize("topology", ["v5e-4", "v5p-8"])
 def test_a_tiny_config_compiles_for_a_tpu_slice(topology):
-    import importlib
-    config = importlib.import_module("configs.switch").get_config("tiny")
+    config = config_files.load("switch", "tiny")
     figures = aot.analyse(config, topology, log=lambda s: None)
     chips = int(topology.split("-")[1])
     assert figures["chips"] == chips and figures["fits"]

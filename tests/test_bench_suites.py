@@ -40,7 +40,7 @@ def test_step_suite_reports_moe_and_dense_throughput():
 
 def test_memory_suite_reports_moe_and_dense():
     """Right after the step test: the same Switch programs (compiled once per session)."""
-    from experiments.benchmarks import memory
+    from experiments.benchmarks import compiled_memory as memory
     table = memory.run(smoke=True)
     check_cells(table, 2)
     assert [r["config"][:6] for r in table.rows] == ["Switch", "ST-MoE"]

@@ -17,7 +17,7 @@ from flax import nnx
 
 from moejax.errors import ConfigError
 from moejax.train import trainer
-from moejax.train.checkpoint import Checkpointer
+from moejax.checkpoints.store import Checkpointer
 from moejax.train.logs import read_log
 from moejax.train.stop import STOP
 from moejax.train.workdir_lock import LOCK_NAME, WorkdirBusy, WorkdirLock
@@ -152,7 +152,7 @@ def test_a_full_disk_gives_one_line_and_keeps_the_last_checkpoint(data_dir, tmp_
     monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
     config = micro("glam", data_dir, steps=3)
     config.train.update(checkpoint_every=1, eval_every=3)
-    from moejax.train.checkpoint import CheckpointWriteFailed
+    from moejax.checkpoints.store import CheckpointWriteFailed
     with pytest.raises(CheckpointWriteFailed, match=r"step 2 could not be written \(disk full "
                                                     r"at .*checkpoints\); the last complete "
                                                     r"checkpoint is step 1") as err:

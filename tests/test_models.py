@@ -228,7 +228,7 @@ def test_embedding_and_head_do_not_depend_on_the_layers(arch):
 def test_layer_weights_depend_on_the_layer_index_not_the_layout(arch):
     """Layer i's attention (and a dense layer's FFN) are the same draws whatever the FFN layout
     (scanned segments differ: one run of dense layers vs (dense, moe) super-blocks)."""
-    from moejax.train.upcycle import layer_places
+    from moejax.checkpoints.upcycle import layer_places
 
     def weights(cfg):
         state = nnx.to_pure_dict(nnx.state(build_model(cfg, rngs=nnx.Rngs(5)), nnx.Param))

@@ -246,7 +246,7 @@ def test_a_batch_shard_must_live_on_one_process():
 
 
 def test_checkpoint_directory_keeps_urls():
-    from moejax.train.checkpoint import checkpoint_directory
+    from moejax.checkpoints.store import checkpoint_directory
     assert checkpoint_directory("gs://bucket/run/") == "gs://bucket/run/checkpoints"
     assert checkpoint_directory("run").endswith("/run/checkpoints")
     assert checkpoint_directory("run").startswith("/")

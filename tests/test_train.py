@@ -1,12 +1,12 @@
 """The trainer end to end on the embedded corpus at micro sizes."""
 
-import importlib
 import os
 import sys
 
 import numpy as np
 import pytest
 
+from experiments import config_files
 from moejax.errors import ConfigError
 from moejax.train import trainer
 from moejax.train.logs import read_log
@@ -19,7 +19,7 @@ FAMILIES = ["dense", "switch", "gshard", "st_moe", "expert_choice", "soft_moe", 
 
 
 def micro(family, data_dir, steps=3, **train):
-    config = importlib.import_module(f"configs.{family}").get_config("tiny")
+    config = config_files.load(family, "tiny")
     config.model.update(d_model=32, num_heads=2, head_dim=16, d_ff=64)
     if config.model.arch == "decoder":
         config.model.num_layers = 2

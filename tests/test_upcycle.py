@@ -1,7 +1,6 @@
 """Sparse Upcycling (Komatsuzaki et al. 2022) and the checkpoint inspector, at micro sizes."""
 
 import dataclasses
-import importlib
 import json
 import os
 import subprocess
@@ -14,12 +13,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from experiments import config_files
 from moejax import ConfigError, MoeConfig
 from moejax.data import make_tokenizer
 from moejax.models import ModelConfig, build_model
-from moejax.train import checkpoint_info, trainer, upcycle, upcycle_workdir
-from moejax.train.checkpoint import Checkpointer, restore_into, to_saveable
-from moejax.train.checkpoint_report import format_summary, summarize
+from moejax.checkpoints import info, upcycle, upcycle_workdir
+from moejax.train import trainer
+from moejax.checkpoints.store import Checkpointer, restore_into, to_saveable
+from moejax.checkpoints.report import format_summary, summarize
 from moejax.train.config import resolve
 from moejax.train.logs import read_log
 from moejax.train.optimizer import make_optimizer
@@ -172,7 +173,7 @@ def glam(data_dir, steps, **model):
     """GLaM tiny at micro size: 2 layers (FFN 1 sparse), GEGLU, top-2 of 4 experts with
     renormalized gates; eval capacity 2·2·S/4 = S slots, so no token is dropped at eval and
     the upcycled model's first evaluation is the dense model's last."""
-    config = importlib.import_module("configs.glam").get_config("tiny")
+    config = config_files.load("glam", "tiny")
     config.model.update(num_layers=2, d_model=32, num_heads=2, head_dim=16, d_ff=64, **model)
     config.moe.update(hidden_dim=64, num_experts=E, eval_capacity_factor=2.0)
     config.data.update(data_dir=data_dir, seq_length=32, batch_size=4, shuffle_buffer_size=8)
@@ -199,7 +200,7 @@ def runs(data_dir, tmp_path_factory):
 
 def restored(workdir, step):
     """(parameter dict, optimizer dict) of a checkpoint, restored like the trainer does."""
-    config = checkpoint_info.read_config(workdir, step)
+    config = info.read_config(workdir, step)
     model = build_model(resolve(config, make_tokenizer(config.data).vocab_size),
                         rngs=nnx.Rngs(params=0, dropout=1, routing=2))    # the trainer's streams
     optimizer = make_optimizer(config.optimizer, model, config.train.num_steps)
@@ -210,8 +211,8 @@ def restored(workdir, step):
 
 def test_upcycled_run_continues_from_the_dense_step(runs):
     dense, moe = str(runs / "dense"), str(runs / "moe")
-    assert checkpoint_info.steps(moe) == [3, 5]
-    assert checkpoint_info.read_data_state(moe, 3) == checkpoint_info.read_data_state(dense, 3)
+    assert info.steps(moe) == [3, 5]
+    assert info.read_data_state(moe, 3) == info.read_data_state(dense, 3)
     records = read_log(moe)
     assert [r["step"] for r in records if r["split"] == "train"] == [4, 5]
     first_eval = next(r for r in records if r["split"] == "eval")
@@ -279,7 +280,7 @@ def test_inspector_lists_the_checkpoint(runs, tmp_path):
     moe = str(runs / "moe")
     summary = summarize(moe)
     assert summary["steps"] == [3, 5] and summary["step"] == 5
-    config = checkpoint_info.read_config(moe, 5)
+    config = info.read_config(moe, 5)
     model = nnx.eval_shape(lambda: build_model(
         resolve(config, make_tokenizer(config.data).vocab_size), rngs=nnx.Rngs(0)))
     params = jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(model, nnx.Param)))

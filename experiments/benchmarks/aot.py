@@ -18,7 +18,7 @@ from experiments.benchmarks import train_setup
 from moejax.errors import ConfigError, first_line
 from moejax.parallel import MeshConfig
 from moejax.parallel.tpu_chips import parse_topology
-from moejax.train.checkpoint import StderrHeld
+from moejax.checkpoints.store import StderrHeld
 
 COLLECTIVES = ("all-to-all", "ragged-all-to-all", "all-reduce", "all-gather",
                "reduce-scatter", "collective-permute")

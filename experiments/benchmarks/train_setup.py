@@ -12,7 +12,6 @@ MoE layer a dense FFN of the active width k·F).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 from typing import Any, Callable, Dict, Mapping, Optional
 
@@ -23,12 +22,13 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
+from experiments import config_files
 from moejax.data.config import span_corruption_shapes
 from moejax.models import ModelConfig, count_params, init_model
 from moejax.parallel import MeshConfig, global_batch, shard_model, shard_optimizer
 from moejax.parallel.rules import batch_sharding, like_parameters, state_shardings
 from moejax.train.config import resolve
-from moejax.train.memory import vocab_size
+from moejax.train.state_memory import vocab_size
 from moejax.train.mesh import training_mesh
 from moejax.train.optimizer import make_optimizer
 from moejax.train.step import train_step
@@ -44,9 +44,7 @@ SMOKE_OVERRIDES = (("data.batch_size", 2), ("data.seq_length", 32), ("model.d_mo
 def load_config(family: str, overrides: Mapping[str, Any] = (), size: str = "tiny"
                 ) -> ml_collections.ConfigDict:
     """configs/<family>.py:<size> with dotted overrides ({"model.num_layers": 8, ...})."""
-    config = importlib.import_module(f"configs.{family}").get_config(size)
-    config.update_from_flattened_dict(dict(overrides))
-    return config
+    return config_files.load(family, size, overrides)
 
 
 NAMES = {"switch": "Switch", "st_moe": "ST-MoE", "glam": "GLaM", "mixtral": "Mixtral"}

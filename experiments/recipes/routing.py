@@ -10,9 +10,9 @@ left out, so the arms differ in routing alone.
 
 from __future__ import annotations
 
-import importlib
 from typing import List, Optional
 
+from experiments import config_files
 from experiments.recipes.gate import Gate
 from experiments.recipes.recipe import (Outcome, Recipe, by_label, combine, markdown_table,
                                         paired_part)
@@ -35,7 +35,7 @@ KEEP_BACKBONE = ("activation", "causal", "allow_non_causal_routing", "dtype")
 def moe_section(family: str, size: str) -> tuple:
     """The family's moe fields as overrides (all of them, so no field of the backbone's own
     router survives)."""
-    config = importlib.import_module(f"configs.{family}").get_config(size)
+    config = config_files.load(family, size)
     return tuple((f"moe.{key}", value) for key, value in config.moe.items()
                  if key not in KEEP_BACKBONE)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import importlib.util
 import json
 import os
 import re
@@ -25,6 +24,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import ml_collections
 
+from experiments import config_files
 from moejax.errors import ConfigError, check
 
 DIVERGED = "DIVERGED"         # file written in a run's directory when its loss became NaN/Inf
@@ -57,7 +57,7 @@ def parse_spec(spec: str, size: str) -> Tuple[str, str, Dict[str, Any]]:
     """'switch:base+moe.num_experts=16' -> ('configs/switch.py', 'base', {...})."""
     base, *overrides = spec.strip().split("+")
     name, _, spec_size = base.partition(":")
-    path = name if name.endswith(".py") else os.path.join("configs", f"{name}.py")
+    path = config_files.config_path(name)
     check(os.path.exists(path), f"config {name!r} (in {spec!r}) is not a family in configs/ "
                                 f"nor a file: {path} does not exist")
     values = {}
@@ -72,35 +72,7 @@ def load_config(spec: str, size: str, common: Mapping[str, Any] = ()
                 ) -> ml_collections.ConfigDict:
     """The ConfigDict of a spec, with `common` overrides applied after the spec's own."""
     path, spec_size, overrides = parse_spec(spec, size)
-    module_spec = importlib.util.spec_from_file_location(
-        "moejax_config_" + re.sub(r"\W", "_", path), path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    try:
-        config = module.get_config(spec_size)
-    except ValueError as err:
-        raise ConfigError(f"{spec!r}: {err}") from err
-    for key, value in {**overrides, **dict(common)}.items():
-        _set(config, key, value, spec)
-    return config
-
-
-def _set(config: ml_collections.ConfigDict, key: str, value: Any, spec: str) -> None:
-    *parents, leaf = key.split(".")
-    node = config
-    for part in parents:
-        check(part in node, f"{key!r} (in {spec!r}) is not a config field")
-        node = node[part]
-    check(leaf in node, f"{key!r} (in {spec!r}) is not a config field")
-    current = node[leaf]
-    if value is None and isinstance(current, str):         # a string field's value 'none'
-        value = "none"
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    try:
-        node[leaf] = value
-    except TypeError as err:
-        raise ConfigError(f"{key}={value!r} (in {spec!r}) has the wrong type: {err}") from err
+    return config_files.load(path, spec_size, {**overrides, **dict(common)}, where=spec)
 
 
 def slug(label: str) -> str:
@@ -244,7 +216,7 @@ def mark_diverged(run_dir: str, why: str) -> None:
 
 
 def _has_checkpoint(run_dir: str) -> bool:
-    from moejax.train.checkpoint_info import steps
+    from moejax.checkpoints.info import steps
     return bool(os.path.isdir(os.path.join(run_dir, "checkpoints")) and steps(run_dir))
 
 

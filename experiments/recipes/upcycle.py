@@ -44,8 +44,8 @@ def train(recipe: Recipe, workdir: str, *, size: str, seeds, common, log=print
     """The stages above; the continued and upcycled runs train to twice the pretraining
     steps, from the pretrained checkpoint."""
     from moejax.data import make_tokenizer
-    from moejax.train import upcycle as upcycle_lib
-    from moejax.train import upcycle_workdir
+    from moejax.checkpoints import upcycle as upcycle_lib
+    from moejax.checkpoints import upcycle_workdir
     from moejax.train.config import resolve
 
     pre, cont, up, scratch = arms(size)

@@ -10,8 +10,8 @@
 
 from moejax.parallel.distributed import global_batch, initialize
 from moejax.parallel.dropless import expert_parallel_dropless
-from moejax.parallel.expert_parallel import (active_mesh, constrain_groups, expert_layout,
-                                             expert_parallel_ffn)
+from moejax.parallel.expert_parallel import expert_parallel_ffn
+from moejax.parallel.expert_shards import active_mesh, constrain_groups, expert_layout
 from moejax.parallel.mesh import BATCH_AXES, MESH_AXES, MeshConfig, check_moe_fits, make_mesh
 from moejax.parallel.rules import (LOGICAL_AXIS_RULES, like_parameters, logical_to_spec,
                                    shard_model, shard_optimizer, state_shardings)

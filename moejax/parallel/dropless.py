@@ -25,8 +25,8 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from moejax.experts import grouped_ffn
-from moejax.parallel.expert_parallel import (EXPERT, MODEL, _batch_spec, _check_groups,
-                                             _local_experts, _weight_specs, expert_layout)
+from moejax.parallel.expert_shards import (EXPERT, MODEL, batch_spec, check_groups, expert_layout,
+                                           local_experts, weight_specs)
 from moejax.parallel.mesh import MESH_AXES
 
 
@@ -53,7 +53,7 @@ def expert_parallel_dropless(x: jax.Array, expert_index: jax.Array, gate: jax.Ar
     e = weights["wi"].shape[0]
     x_size = mesh.shape[EXPERT]
     e_local, r = expert_layout(e, x_size)
-    _check_groups(t, mesh)
+    check_groups(t, mesh)
     ragged = resolve_exchange(exchange) == "ragged"
 
     def body(x, expert_index, gate, valid, w, key):
@@ -98,7 +98,7 @@ def expert_parallel_dropless(x: jax.Array, expert_index: jax.Array, gate: jax.Ar
         sizes = jnp.bincount(flat_local, length=e_local + 1)[:e_local].astype(jnp.int32)
         if key is not None:
             key = jax.random.fold_in(key, jax.lax.axis_index(MESH_AXES))
-        y_sorted = grouped_ffn(_local_experts(w, r), recv[by_expert], sizes, activation, dtype,
+        y_sorted = grouped_ffn(local_experts(w, r), recv[by_expert], sizes, activation, dtype,
                                impl=impl, block_size=block_size, dropout_rate=dropout_rate,
                                key=key)
         y = jnp.zeros_like(y_sorted).at[by_expert].set(y_sorted)
@@ -117,11 +117,11 @@ def expert_parallel_dropless(x: jax.Array, expert_index: jax.Array, gate: jax.Ar
         weighted = rows.astype(jnp.float32) * gate_sorted[:, None]
         return jnp.zeros((t_l, d), jnp.float32).at[tok[order]].add(weighted)
 
-    token_spec = _batch_spec(mesh, 2)
+    token_spec = batch_spec(mesh, 2)
     return jax.shard_map(
         body, mesh=mesh,
         in_specs=(token_spec, token_spec, token_spec, token_spec,
-                  _weight_specs(weights, r > 1), P()),
+                  weight_specs(weights, r > 1), P()),
         out_specs=token_spec)(x, expert_index, gate, valid, weights, key)
 
 

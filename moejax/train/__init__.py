@@ -1,1 +1,2 @@
-"""Training: experiment config, optimisers, loss, train/eval steps, checkpoints, logs, plots."""
+"""Training: experiment config, optimisers, loss, train/eval steps, the loop, logs, plots
+(checkpoint I/O and upcycling live in moejax.checkpoints)."""

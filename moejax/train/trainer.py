@@ -28,7 +28,7 @@ from moejax.errors import ConfigError, check
 from moejax.models import count_params, init_model
 from moejax.parallel import global_batch, shard_model, shard_optimizer
 from moejax.train import plots
-from moejax.train.checkpoint import Checkpointer, set_aside_after
+from moejax.checkpoints.store import Checkpointer, set_aside_after
 from moejax.train.config import resolve
 from moejax.train.logs import MetricsLog, NoLog, Progress, is_remote
 from moejax.train.mesh import describe, training_mesh

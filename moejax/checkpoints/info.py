@@ -2,7 +2,7 @@
 
 Nothing here restores an array: shapes, dtypes and shardings come from the metadata orbax
 writes next to the arrays, the config and data iterator state from their small JSON items
-(WORKDIR/checkpoints/<step>/{state,data,config}, moejax.train.checkpoint.Checkpointer).
+(WORKDIR/checkpoints/<step>/{state,data,config}, moejax.checkpoints.store.Checkpointer).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from moejax.errors import ConfigError, check, first_line
-from moejax.train.checkpoint import checkpoint_directory
+from moejax.checkpoints.store import checkpoint_directory
 
 
 def steps(workdir: str) -> list[int]:

@@ -4,8 +4,8 @@
     write(plan)                                       # WORKDIR/checkpoints/<dense step>
     train_and_evaluate(config, workdir)               # continues from the dense step
 
-The written checkpoint is a trainer checkpoint (moejax.train.checkpoint.Checkpointer): the MoE
-model and optimizer (moejax.train.upcycle), the dense run's data iterator state, so training
+The written checkpoint is a trainer checkpoint (moejax.checkpoints.store.Checkpointer): the MoE
+model and optimizer (moejax.checkpoints.upcycle), the dense run's data iterator state, so training
 continues on the data that comes next, and the MoE config. Komatsuzaki et al. 2022, Sparse
 Upcycling: Training Mixture-of-Experts from Dense Checkpoints.
 """
@@ -21,11 +21,11 @@ from flax import nnx
 
 from moejax.data import make_tokenizer
 from moejax.errors import ConfigError, check, check_choice
-from moejax.models import build_model, init_model
+from moejax.models import build_model, count_params, init_model
 from moejax.models.config import ModelConfig
 from moejax.parallel import shard_model, shard_optimizer
-from moejax.train import checkpoint_info, upcycle
-from moejax.train.checkpoint import (
+from moejax.checkpoints import info, upcycle
+from moejax.checkpoints.store import (
     Checkpointer,
     checkpoint_directory,
     restore_into,
@@ -94,7 +94,7 @@ def _abstract(model_cfg: ModelConfig, optimizer_cfg, num_steps: int):
 
 def _check_stored_shapes(dense_workdir: str, step: int, dense_model) -> None:
     """The dense checkpoint's stored parameters are the ones its stored config builds."""
-    stored = upcycle.flatten(checkpoint_info.array_metadata(dense_workdir, step)["model"])
+    stored = upcycle.flatten(info.array_metadata(dense_workdir, step)["model"])
     built = upcycle.flatten(dense_model)
     for path, leaf in built.items():
         have = stored.get(path)
@@ -112,7 +112,7 @@ def prepare(config, dense_workdir: str, workdir: str, *, step: int | None = None
     dense step).
     """
     check_choice("--optimizer_state", optimizer_state, upcycle.OPTIMIZER_STATE_MODES)
-    present = checkpoint_info.steps(workdir)
+    present = info.steps(workdir)
     check(not present and not _has_entries(checkpoint_directory(workdir)),
           f"upcycle: {checkpoint_directory(workdir)} is not empty"
           + (f" (steps {', '.join(map(str, present))})" if present else "")
@@ -121,10 +121,10 @@ def prepare(config, dense_workdir: str, workdir: str, *, step: int | None = None
     check(not log.exists(), f"upcycle: {log} exists (another run's log); upcycle into a new "
                             "--workdir")
     try:
-        step = checkpoint_info.choose_step(dense_workdir, step)
+        step = info.choose_step(dense_workdir, step)
     except ConfigError as err:
         raise ConfigError(f"upcycle: {err}") from err
-    dense_config = checkpoint_info.read_config(dense_workdir, step)
+    dense_config = info.read_config(dense_workdir, step)
     model_cfg = resolve(config, make_tokenizer(config.data).vocab_size)
     try:
         dense_model_cfg = resolve(dense_config, make_tokenizer(dense_config.data).vocab_size)
@@ -139,7 +139,7 @@ def prepare(config, dense_workdir: str, workdir: str, *, step: int | None = None
               f"upcycle: train.num_steps={config.train.num_steps} must exceed the dense "
               f"checkpoint's step {step} to continue training (or --notrain)")
     mesh = training_mesh(config, model_cfg)
-    processes = len(checkpoint_info.read_data_state(dense_workdir, step))
+    processes = len(info.read_data_state(dense_workdir, step))
     check(processes == jax.process_count(),
           f"upcycle: the dense checkpoint was written by {processes} processes but "
           f"{jax.process_count()} are running; its data iterators cannot be resumed")
@@ -162,10 +162,6 @@ def _has_entries(directory: str) -> bool:
     return path.exists() and any(True for _ in path.iterdir())
 
 
-def _count(model) -> int:
-    return sum(int(x.size) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-
-
 def write(plan: Plan) -> str:
     """Restores the dense checkpoint, upcycles it, saves WORKDIR/checkpoints/<step>.
 
@@ -179,15 +175,13 @@ def write(plan: Plan) -> str:
 def _write(plan: Plan) -> str:
     config, dense_config, mesh = plan.config, plan.dense_config, plan.mesh
     dense_seed, seed = dense_config.train.seed, config.train.seed
-    dense_model = shard_model(lambda: build_model(
-        plan.dense_model_cfg, rngs=nnx.Rngs(params=dense_seed, dropout=dense_seed + 1,
-                                            routing=dense_seed + 2)), mesh)
+    dense_model = shard_model(lambda: init_model(plan.dense_model_cfg, dense_seed), mesh)
     dense_optimizer = shard_optimizer(lambda model: make_optimizer(
         dense_config.optimizer, model, dense_config.train.num_steps), dense_model, mesh)
     with Checkpointer(plan.dense_workdir, dense_config.train.keep_checkpoints) as source:
         data_state, _ = source.restore(plan.step, dense_model, dense_optimizer)
     Progress.show(f"upcycle: read the dense {plan.dense_model_cfg.arch} model "
-                  f"({_count(dense_model) / 1e6:.2f}M parameters) from "
+                  f"({count_params(dense_model) / 1e6:.2f}M parameters) from "
                   f"{source.directory}/{plan.step}")
 
     model = shard_model(lambda: init_model(plan.model_cfg, seed), mesh)
@@ -206,7 +200,7 @@ def _write(plan: Plan) -> str:
     _place_into(model, values, template_model)
     _place_into(optimizer, moments, template_optimizer)
     moe = plan.model_cfg.moe
-    Progress.show(f"upcycle: {plan.model_cfg.arch} MoE model ({_count(model) / 1e6:.2f}M "
+    Progress.show(f"upcycle: {plan.model_cfg.arch} MoE model ({count_params(model) / 1e6:.2f}M "
                   f"parameters, router={moe.router}, E={moe.num_experts}, "
                   f"k={moe.num_selected_experts}): every expert a copy of its layer's dense "
                   f"FFN, fresh routers, optimizer state {plan.optimizer_state}")

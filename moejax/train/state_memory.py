@@ -1,6 +1,6 @@
 """Per-device memory of a training config's parameters and optimizer state on its mesh.
 
-Shapes only (nnx.eval_shape), so a laptop can size a pod run; see moejax/parallel/memory.py.
+Shapes only (nnx.eval_shape), so a laptop can size a pod run; see moejax/parallel/shard_bytes.py.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from flax import nnx
 
 from moejax.models import build_model
-from moejax.parallel.memory import abstract_mesh, optimizer_memory, parameter_memory
+from moejax.parallel.shard_bytes import abstract_mesh, optimizer_memory, parameter_memory
 from moejax.parallel.mesh import MeshConfig, check_moe_fits
 from moejax.train.config import resolve
 from moejax.train.optimizer import make_optimizer

@@ -19,12 +19,12 @@ from flax import nnx
 from moejax.errors import ConfigError
 from moejax.models import build_model
 from moejax.models.config import ModelConfig, ffn_pattern
-from moejax.train import checkpoint_info
-from moejax.train.checkpoint import checkpoint_directory
+from moejax.checkpoints import info
+from moejax.checkpoints.store import checkpoint_directory
 from moejax.train.config import resolve
 from moejax.train.logs import read_log
-from moejax.train.memory import vocab_size
-from moejax.train.upcycle import LAYER_PATH, flatten, layer_places
+from moejax.train.state_memory import vocab_size
+from moejax.checkpoints.upcycle import LAYER_PATH, flatten, layer_places
 
 EXPERT_KEYS = ("tokens_per_expert", "dropped_fraction", "max_violation")
 
@@ -112,20 +112,20 @@ def _expert_stats(workdir: str, step: int, names: list[str]) -> dict[str, Any] |
 
 def summarize(workdir: str, step: int | None = None) -> dict[str, Any]:
     """Everything the inspector shows, as a JSON-able dict; one ConfigError line on failure."""
-    steps = checkpoint_info.steps(workdir)
-    step = checkpoint_info.choose_step(workdir, step)
-    config = checkpoint_info.read_config(workdir, step)
+    steps = info.steps(workdir)
+    step = info.choose_step(workdir, step)
+    config = info.read_config(workdir, step)
     try:
         cfg = resolve(config, vocab_size(config))
     except ConfigError as err:
         raise ConfigError(f"the stored config of step {step} is invalid here: {err}") from err
-    metadata = checkpoint_info.array_metadata(workdir, step)
+    metadata = info.array_metadata(workdir, step)
     param_paths = _param_paths(cfg)
     groups = _layer_groups(cfg)
     parameters, other, meshes = [], [], set()
     for path, leaf in flatten(metadata["model"]).items():
         shape = tuple(int(d) for d in leaf.shape)
-        sharding, mesh = checkpoint_info.describe_sharding(leaf)
+        sharding, mesh = info.describe_sharding(leaf)
         meshes.add(mesh)
         row = {"path": path, "shape": list(shape), "dtype": str(leaf.dtype),
                "sharding": sharding, "count": int(np.prod(shape, dtype=np.int64)),

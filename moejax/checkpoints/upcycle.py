@@ -16,7 +16,7 @@ Everything else (the optimizer step, the schedule's count, AdamW's shared count)
 all parameters and always carried, so the learning-rate schedule continues where the dense run
 stopped.
 
-These are pure functions on pure nested dicts (moejax.train.checkpoint.to_saveable,
+These are pure functions on pure nested dicts (moejax.checkpoints.store.to_saveable,
 nnx.to_pure_dict). They also run under jax.eval_shape, which checks every shape without
 touching the weights. Parameters of a stack live at <stack>/segments/<s>/blocks/layers/<j>/...
 with a leading axis of `repeats` (moejax/models/stack.py): layer start(s) + r·len(kinds) + j.
