@@ -48,8 +48,8 @@ def _information(model, copy: bool) -> float:
     gaps = []
     for _ in range(4):
         batch = _batch(rng, copy)
-        plain = float(eval_step(model, batch, 0.0)[0])
-        shuffled = float(eval_step(model, batch, 0.0, True)[0])
+        plain = float(eval_step(model, batch, 0.0)[0]["cross_entropy"])
+        shuffled = float(eval_step(model, batch, 0.0, True)[0]["cross_entropy"])
         gaps.append(shuffled - plain)
     return float(np.mean(gaps))
 

@@ -16,25 +16,17 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
-from moejax.errors import ConfigError
-from moejax.models import build_model
-from moejax.models.config import ModelConfig, ffn_pattern
 from moejax.checkpoints import info
 from moejax.checkpoints.store import checkpoint_directory
+from moejax.checkpoints.upcycle import LAYER_PATH, flatten, layer_places
+from moejax.errors import ConfigError
+from moejax.models import build_model
+from moejax.models.config import ModelConfig, moe_layer_names
 from moejax.train.config import resolve
 from moejax.train.logs import read_log
 from moejax.train.state_memory import vocab_size
-from moejax.checkpoints.upcycle import LAYER_PATH, flatten, layer_places
 
 EXPERT_KEYS = ("tokens_per_expert", "dropped_fraction", "max_violation")
-
-
-def moe_layer_names(cfg: ModelConfig) -> list[str]:
-    """Names of the MoE layers in the order their stats are stacked ('encoder layer 1', ...)."""
-    if not cfg.has_moe:
-        return []
-    return [f"{stack} layer {i}" for stack, depth in cfg.stack_depths().items()
-            for i, kind in enumerate(ffn_pattern(cfg, depth, stack)) if kind == "moe"]
 
 
 def _config_summary(config, cfg: ModelConfig) -> dict[str, Any]:

@@ -161,3 +161,11 @@ def ffn_pattern(cfg: ModelConfig, num_layers: int, stack: str = "decoder") -> Tu
                        f"0..{num_layers - 1}")
         moe = set(cfg.moe_layer_list)
     return tuple("moe" if i in moe else "dense" for i in range(num_layers))
+
+
+def moe_layer_names(cfg: ModelConfig) -> list[str]:
+    """Names of the MoE layers in the order their stats are stacked ('encoder layer 1', ...)."""
+    if not cfg.has_moe:
+        return []
+    return [f"{stack} layer {i}" for stack, depth in cfg.stack_depths().items()
+            for i, kind in enumerate(ffn_pattern(cfg, depth, stack)) if kind == "moe"]

@@ -22,6 +22,14 @@ def cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array, z_l
     return jnp.sum(ce * weights) / denom, z_loss * jnp.sum(jnp.square(lse) * weights) / denom
 
 
+def token_accuracy(logits: jax.Array, targets: jax.Array, weights: jax.Array) -> jax.Array:
+    """The weighted share of tokens whose most likely next token (argmax of logits [B, L, V])
+    is the target."""
+    weights = weights.astype(jnp.float32)
+    hits = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)             # [B, L]
+    return jnp.sum(hits * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
 def total_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array,
                moe_stats: Dict[str, jax.Array], z_loss: float
                ) -> Tuple[jax.Array, Dict[str, jax.Array]]:

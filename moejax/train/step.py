@@ -20,7 +20,7 @@ from flax import nnx
 
 from moejax.layer import MoeLayer
 from moejax.routing.router import ExpertLoad
-from moejax.train.loss import cross_entropy, total_loss
+from moejax.train.loss import cross_entropy, token_accuracy, total_loss
 
 
 def model_outputs(model: nnx.Module, batch: Mapping[str, jax.Array], deterministic: bool):
@@ -128,7 +128,8 @@ def shuffle_encoder(batch: Mapping[str, jax.Array]) -> Dict[str, jax.Array]:
 
 @nnx.jit(static_argnums=(2, 3))
 def eval_step(model: nnx.Module, batch, z_loss: float, shuffled_encoder: bool = False):
-    """Loss on a batch with the eval capacity factor and no dropout/noise; (sums, weight).
+    """A batch with the eval capacity factor and no dropout/noise: ({cross_entropy, accuracy}
+    as the batch's token means, the batch's loss weight, MoE metrics).
 
     shuffled_encoder: each row's decoder reads another row's encoder (`shuffle_encoder`).
     """
@@ -136,4 +137,6 @@ def eval_step(model: nnx.Module, batch, z_loss: float, shuffled_encoder: bool = 
         batch = shuffle_encoder(batch)
     logits, targets, weights, stats = model_outputs(model, batch, deterministic=True)
     _, parts = total_loss(logits, targets, weights, stats, z_loss)
-    return parts["cross_entropy"], jnp.sum(weights.astype(jnp.float32)), moe_metrics(stats)
+    means = {"cross_entropy": parts["cross_entropy"],
+             "accuracy": token_accuracy(logits, targets, weights)}
+    return means, jnp.sum(weights.astype(jnp.float32)), moe_metrics(stats)

@@ -33,7 +33,8 @@ from moejax.train.config import resolve
 from moejax.train.logs import MetricsLog, NoLog, Progress, is_remote
 from moejax.train.mesh import describe, training_mesh
 from moejax.train.optimizer import make_optimizer
-from moejax.train.step import eval_step, train_step
+from moejax.train.evaluation import evaluate
+from moejax.train.step import train_step
 from moejax.train.stop import STOP
 from moejax.train.workdir_lock import WorkdirLock
 
@@ -48,52 +49,6 @@ def all_finite(tree) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
               if jnp.issubdtype(x.dtype, jnp.inexact)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
-def evaluate(model, config, z_loss: float, mesh) -> Dict[str, Any]:
-    """Token-weighted cross-entropy over the first eval_batches batches of the eval split.
-
-    With train.eval_encoder_information (encoder-decoder models), also the cross-entropy with
-    every row's decoder reading another row's encoder (`step.shuffle_encoder`), and
-    encoder_information = that minus cross_entropy: the nats per target token the model takes
-    from its encoder (about 0 for a model that ignores it).
-
-    With several processes all of them run the same steps (each is a collective): a process
-    whose share of the split has run out feeds empty batches, which weigh nothing, until every
-    process has run out.
-    """
-    data = config.data.copy_and_resolve_references()
-    data.shuffle_buffer_size = 1                     # the same batches every time, fast to start
-    pipeline = make_pipeline(data, split=data.eval_split, seed=0,
-                             process_index=jax.process_index(),
-                             process_count=jax.process_count(), num_epochs=1)
-    shuffled = bool(config.train.eval_encoder_information
-                    and config.model.arch == "encoder_decoder")
-    total, shuffled_total, weight, moe = 0.0, 0.0, 0.0, []
-    for _ in range(config.train.eval_batches):
-        batch = next(pipeline, None)
-        have = np.array([batch is not None], np.int32)
-        if jax.process_count() > 1:
-            have = multihost_utils.process_allgather(have)
-        if not np.any(have):
-            break
-        if batch is None:
-            batch = pipeline.empty_batch()
-        batch = global_batch(batch, mesh)
-        ce, w, metrics = eval_step(model, batch, z_loss)
-        total += float(ce) * float(w)
-        weight += float(w)
-        moe.append(metrics)
-        if shuffled:
-            shuffled_total += float(eval_step(model, batch, z_loss, True)[0]) * float(w)
-    result = {"cross_entropy": total / max(weight, 1.0)}
-    if shuffled:
-        result["cross_entropy_shuffled_encoder"] = shuffled_total / max(weight, 1.0)
-        result["encoder_information"] = (result["cross_entropy_shuffled_encoder"]
-                                         - result["cross_entropy"])
-    if moe and moe[0]:
-        result.update({k: np.mean([m[k] for m in moe], axis=0) for k in moe[0]})
-    return result
 
 
 def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
