@@ -289,6 +289,21 @@ def test_stored_config_matches_unless_a_value_differs():
     assert not runs.same_config(as_json(now), as_json(removed))
 
 
+def test_a_run_directory_of_another_config_is_refused_before_anything_trains(tmp_path):
+    """The last arm's directory holds a run made with another config: planning fails with one
+    line naming it, so the arms before it are not trained first."""
+    arms = [runs.Run("a", "dense"), runs.Run("b", "dense+model.d_ff=512")]
+    other = runs.load_config("dense+model.d_ff=1024", "tiny", {"train.seed": 0})
+    stale = runs.run_directory(str(tmp_path), arms[1], 0)
+    os.makedirs(stale)
+    with open(os.path.join(stale, "spec.json"), "w", encoding="utf-8") as f:
+        json.dump({"config": other.to_json_best_effort(sort_keys=True)}, f)
+    with pytest.raises(ConfigError, match=f"^{re.escape(stale)} holds a run of another config"):
+        runs.plan_runs(arms, str(tmp_path), size="tiny", seeds=[0], common={})
+    tasks, _ = runs.plan_runs(arms[:1], str(tmp_path), size="tiny", seeds=[0], common={})
+    assert [t.run.label for t in tasks] == ["a"]
+
+
 _ORPHAN_SCRIPT = '''
 import multiprocessing, os, signal, sys, time
 sys.path.insert(0, {root!r})

@@ -141,14 +141,8 @@ def train_one(run: Run, config: ml_collections.ConfigDict, run_dir: str, *, size
     """
     from moejax.train.trainer import TrainingDiverged, train_and_evaluate
 
-    config_json = config.to_json_best_effort(sort_keys=True)
+    config_json = check_same_config(run_dir, config)
     spec_path = os.path.join(run_dir, "spec.json")
-    if os.path.exists(spec_path):
-        with open(spec_path, encoding="utf-8") as f:
-            before = json.load(f).get("config")
-        check(same_config(before, config_json),
-              f"{run_dir} holds a run of another config (different overrides or --steps); "
-              "use a new --workdir or remove that directory")
     if finished(run_dir, config.train.num_steps):
         log(f"{prefix}{run.label} (seed {seed}): done already, in {run_dir}")
         return
@@ -168,6 +162,20 @@ def train_one(run: Run, config: ml_collections.ConfigDict, run_dir: str, *, size
         log(f"{prefix}{run.label} (seed {seed}) diverged: {err}")
     finally:
         release_compiled_programs()
+
+
+def check_same_config(run_dir: str, config: ml_collections.ConfigDict) -> str:
+    """config as JSON, after one ConfigError line if run_dir holds a run of another config
+    (checked for every run before the first trains, so none is left half done)."""
+    config_json = config.to_json_best_effort(sort_keys=True)
+    spec_path = os.path.join(run_dir, "spec.json")
+    if os.path.exists(spec_path):
+        with open(spec_path, encoding="utf-8") as f:
+            before = json.load(f).get("config")
+        check(same_config(before, config_json),
+              f"{run_dir} holds a run of another config (different overrides or --steps); "
+              "use a new --workdir or remove that directory")
+    return config_json
 
 
 def release_compiled_programs() -> None:
@@ -240,6 +248,7 @@ def plan_runs(runs: Sequence[Run], workdir: str, *, size: str, seeds: Sequence[i
     tasks, directories = [], {}
     for i, ((label, seed), config) in enumerate(configs.items(), 1):
         run_dir = run_directory(workdir, by_label[label], seed)
+        check_same_config(run_dir, config)
         directories[label, seed] = run_dir
         tasks.append(Task(by_label[label], config, run_dir, size, seed,
                           f"[{i}/{len(configs)}] "))
