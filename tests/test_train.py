@@ -1,5 +1,6 @@
 """The trainer end to end on the embedded corpus at micro sizes."""
 
+import json
 import os
 import sys
 
@@ -50,6 +51,10 @@ def test_every_family_trains_a_few_steps(family, data_dir, tmp_path):
     assert os.path.exists(tmp_path / "plots" / "loss.png")
     assert os.listdir(tmp_path / "tensorboard")
     assert os.path.isdir(tmp_path / "checkpoints" / "3")
+    with open(tmp_path / "config.json", encoding="utf-8") as f:     # the resolved config
+        record = json.load(f)
+    assert record["config"] == json.loads(config.to_json_best_effort())
+    assert record["command"].startswith(sys.executable)
 
 
 def test_deepseek_bias_moves_against_the_load(data_dir, tmp_path):

@@ -234,6 +234,21 @@ def test_upcycled_run_continues_from_the_dense_step(runs):
     assert int(moe_opt["step"]) == int(dense_opt["step"]) == 3
 
 
+def test_the_upcycled_run_names_its_dense_source(runs):
+    """W/config.json (kept when the MoE run trains on) and inspect_checkpoint's summary both
+    name the dense workdir and step the weights came from."""
+    dense, moe = str(runs / "dense"), str(runs / "moe")
+    source = {"dense_workdir": dense, "step": 3, "optimizer_state": "carry"}
+    with open(os.path.join(moe, "config.json"), encoding="utf-8") as f:
+        record = json.load(f)
+    assert record["upcycled_from"] == source
+    assert record["config"]["train"]["num_steps"] == 5
+    summary = summarize(moe)
+    assert summary["upcycled_from"] == source
+    assert f"upcycled from {dense} step 3 (optimizer state carry)" in format_summary(summary)
+    assert summarize(dense)["upcycled_from"] is None
+
+
 MISMATCHES = [
     ({"moe": {"hidden_dim": 48}},
      (r"^upcycle: decoder layer 1 ffn/experts/wi needs \(32, 48\) per expert but the dense "

@@ -23,6 +23,7 @@ from moejax.errors import ConfigError
 from moejax.models import build_model
 from moejax.models.config import ModelConfig, moe_layer_names
 from moejax.train.config import resolve
+from moejax.train import run_config
 from moejax.train.logs import read_log
 from moejax.train.state_memory import vocab_size
 
@@ -142,6 +143,7 @@ def summarize(workdir: str, step: int | None = None) -> dict[str, Any]:
                          for leaf in opt_leaves))}
     return {
         "workdir": str(workdir), "checkpoint": f"{checkpoint_directory(workdir)}/{step}",
+        "upcycled_from": (run_config.read(workdir) or {}).get("upcycled_from"),
         "steps": steps, "step": step, "config": summary_config,
         "mesh": ", ".join(sorted(m for m in meshes if m)) or None,
         "parameters": parameters, "parameter_counts": counts, "total_parameters": total,
@@ -160,6 +162,8 @@ def format_summary(s: dict[str, Any]) -> str:
     layers = " + ".join(f"{n} {stack}" for stack, n in c["layers"].items())
     lines = [f"checkpoint {s['checkpoint']}",
              f"steps present: {', '.join(map(str, s['steps']))}; showing step {s['step']}",
+             *([f"upcycled from {u['dense_workdir']} step {u['step']} (optimizer state "
+                f"{u['optimizer_state']})"] if (u := s.get("upcycled_from")) else []),
              (f"model: {c['arch']}, {layers} layers, d_model {c['d_model']}, d_ff "
               f"{c['d_ff']}, {c['num_heads']} heads × {c['head_dim']}, {c['activation']}, "
               f"vocab {c['vocab_size']}")]

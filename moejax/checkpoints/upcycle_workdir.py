@@ -19,18 +19,15 @@ import jax
 from etils import epath
 from flax import nnx
 
+from moejax.checkpoints import info, upcycle
+from moejax.checkpoints.store import (Checkpointer, checkpoint_directory, restore_into,
+                                      to_saveable)
 from moejax.data import make_tokenizer
 from moejax.errors import ConfigError, check, check_choice
 from moejax.models import build_model, count_params, init_model
 from moejax.models.config import ModelConfig
 from moejax.parallel import shard_model, shard_optimizer
-from moejax.checkpoints import info, upcycle
-from moejax.checkpoints.store import (
-    Checkpointer,
-    checkpoint_directory,
-    restore_into,
-    to_saveable,
-)
+from moejax.train import run_config
 from moejax.train.config import resolve
 from moejax.train.logs import Progress
 from moejax.train.mesh import training_mesh
@@ -206,6 +203,10 @@ def _write(plan: Plan) -> str:
                   f"FFN, fresh routers, optimizer state {plan.optimizer_state}")
     with Checkpointer(plan.workdir, config.train.keep_checkpoints) as target:
         target.save(plan.step, model, optimizer, data_state, config.to_json_best_effort())
+    if jax.process_index() == 0:
+        run_config.write(plan.workdir, config, upcycled_from={
+            "dense_workdir": plan.dense_workdir, "step": plan.step,
+            "optimizer_state": plan.optimizer_state})
     Progress.show(f"upcycle: wrote {target.directory}/{plan.step}")
     return f"{target.directory}/{plan.step}"
 

@@ -1,6 +1,7 @@
 """The training loop: resume, train, evaluate, log, checkpoint, plot.
 
     workdir/checkpoints/<step>/   orbax: model, optimizer, RNG streams, data iterator, config
+    workdir/config.json           the resolved config and command line of the latest start
     workdir/metrics.jsonl         one record per log/eval step (train and eval splits); train
                                   records carry train_seconds: time in train steps so far,
                                   without the first step of each process (compilation)
@@ -27,7 +28,7 @@ from moejax.data.sources import open_source
 from moejax.errors import ConfigError, check
 from moejax.models import count_params, init_model
 from moejax.parallel import global_batch, shard_model, shard_optimizer
-from moejax.train import plots
+from moejax.train import plots, run_config
 from moejax.checkpoints.store import Checkpointer, set_aside_after
 from moejax.train.config import resolve
 from moejax.train.logs import MetricsLog, NoLog, Progress, is_remote
@@ -112,6 +113,8 @@ def _train(config, workdir: str, model_cfg, mesh, checkpoints: Checkpointer) -> 
         train_data.set_state(data_state)
         Progress.show(f"resumed from {checkpoints.directory}/{step}")
     log = MetricsLog(workdir, resume_step=step) if jax.process_index() == 0 else NoLog()
+    if jax.process_index() == 0:
+        run_config.write(workdir, config)
     batch_tokens = config.data.batch_size * config.data.seq_length
     ffn = (f"router={model_cfg.moe.router}, E={model_cfg.moe.num_experts}" if model_cfg.has_moe
            else "dense FFNs" + (" (moe_as_dense baseline)" if model_cfg.moe_as_dense else ""))
