@@ -171,3 +171,18 @@ def test_empty_batch_looks_like_a_real_batch_of_padding(family, data_dir):
     for key in real:
         assert empty[key].shape == real[key].shape and empty[key].dtype == real[key].dtype
         assert not empty[key].any()
+
+
+def test_profile_steps_write_a_trace(data_dir, tmp_path):
+    """train.profile_steps='2:3': a jax.profiler trace (xplane.pb) in W/profile; a malformed
+    range is one ConfigError before anything runs."""
+    config = micro("glam", data_dir, steps=3, profile_steps="2:3")
+    trainer.train_and_evaluate(config, str(tmp_path))
+    traces = [f for _, _, files in os.walk(tmp_path / "profile") for f in files
+              if f.endswith(".xplane.pb")]
+    assert traces
+    for bad in ("3:2", "0:2", "5", "a:b"):
+        with pytest.raises(ConfigError, match="train.profile_steps"):
+            trainer.train_and_evaluate(micro("glam", data_dir, profile_steps=bad),
+                                       str(tmp_path / "bad"))
+    assert not os.path.exists(tmp_path / "bad" / "checkpoints")

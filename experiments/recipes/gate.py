@@ -104,7 +104,8 @@ def gate_runs(backbone: str, size: str, common: Mapping[str, Any]) -> Dict[str, 
 
 # Config fields added since gate caches were first written: at these defaults they stay out of
 # the key, so a regime's cached runs still match after moejax gained the option.
-ADDED_FIELDS = {("model", "remat"): "none", ("train", "grad_accum_steps"): 1}
+ADDED_FIELDS = {("model", "remat"): "none", ("train", "grad_accum_steps"): 1,
+                ("train", "profile_steps"): ""}
 
 
 def regime_key(config_json: str) -> str:

@@ -18,6 +18,7 @@ from moejax.errors import check
 from moejax.models.config import ModelConfig, ffn_pattern
 from moejax.parallel.mesh import MeshConfig
 from moejax.train import optimizer
+from moejax.train.profile import parse_steps
 
 ARCH_OBJECTIVES = {"decoder": "causal_lm", "encoder_decoder": "span_corruption"}
 
@@ -58,7 +59,9 @@ def base_config() -> ml_collections.ConfigDict:
         restore_step=ml_collections.config_dict.placeholder(int),
         # encoder-decoder: evaluate also with encoders shuffled across the batch and log
         # encoder_information (nats per target token read from the encoder); doubles eval time
-        eval_encoder_information=False))
+        eval_encoder_information=False,
+        # "START:END": a jax.profiler trace of those steps in WORKDIR/profile (train/profile.py)
+        profile_steps=""))
     return config
 
 
@@ -79,6 +82,7 @@ def resolve(config, vocab_size: int) -> ModelConfig:
     for name in ("num_steps", "log_every", "eval_every", "eval_batches", "checkpoint_every",
                  "keep_checkpoints"):
         check(isinstance(t[name], int) and t[name] >= 1, f"train.{name}={t[name]!r} must be an integer >= 1")
+    parse_steps(t.get("profile_steps", ""))
     check(t.z_loss >= 0, f"train.z_loss={t.z_loss!r} must be >= 0")
     n = t.get("grad_accum_steps", 1)
     check(isinstance(n, int) and not isinstance(n, bool) and n >= 1

@@ -34,6 +34,7 @@ from moejax.train.config import resolve
 from moejax.train.logs import MetricsLog, NoLog, Progress, is_remote
 from moejax.train.mesh import describe, training_mesh
 from moejax.train.optimizer import make_optimizer
+from moejax.train.profile import StepProfiler
 from moejax.train.evaluation import evaluate
 from moejax.train.step import train_step
 from moejax.train.stop import STOP
@@ -152,41 +153,47 @@ def _train(config, workdir: str, model_cfg, mesh, checkpoints: Checkpointer) -> 
         Progress.show(f"eval at step {step}: cross-entropy {last_eval['cross_entropy']:.4f}")
     train_seconds = log.last("train_seconds", 0.0)
     first = True
-    while step < t.num_steps:
-        batch = global_batch(next(train_data), mesh)
-        start = time.perf_counter()
-        metrics = train_step(model, optimizer, batch, float(t.z_loss),
-                             int(t.get("grad_accum_steps", 1)))
-        step += 1
-        loss = float(metrics["loss"])                   # waits for the step to finish
-        grad_norm = float(metrics["grad_norm"])
-        if not first:
-            train_seconds += time.perf_counter() - start
-        first = False
-        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-            last = checkpoints.latest_step()
-            raise TrainingDiverged(
-                f"loss is {loss} (gradient norm {grad_norm}) at step {step}; stopped "
-                f"without saving. The last good "
-                f"checkpoint is {'step ' + str(last) if last else 'none'} in "
-                f"{checkpoints.directory}; lower optimizer.learning_rate or add "
-                f"moe.router_z_loss")
-        if step % t.log_every == 0 or step == t.num_steps:
-            log.write(step, "train", {**metrics, "train_seconds": train_seconds})
-            Progress.show(progress.line(step, loss))
-        if step % t.eval_every == 0 or step == t.num_steps:
-            last_eval = evaluate(model, config, float(t.z_loss), mesh)
-            log.write(step, "eval", last_eval)
-            Progress.show(f"eval at step {step}: cross-entropy "
-                          f"{last_eval['cross_entropy']:.4f}")
-        if step % t.checkpoint_every == 0 or step == t.num_steps:
-            save(step)
-        if STOP.agreed():
-            save(step)
-            Progress.show(f"{STOP.signal_name}: saved step {step} to "
-                          f"{checkpoints.directory}; exiting")
-            log.close()
-            return last_eval
+    profiler = StepProfiler(t.get("profile_steps", ""), workdir, Progress.show)
+    try:
+        while step < t.num_steps:
+            batch = global_batch(next(train_data), mesh)
+            profiler.before(step + 1)
+            start = time.perf_counter()
+            metrics = train_step(model, optimizer, batch, float(t.z_loss),
+                                 int(t.get("grad_accum_steps", 1)))
+            step += 1
+            loss = float(metrics["loss"])                   # waits for the step to finish
+            grad_norm = float(metrics["grad_norm"])
+            profiler.after(step)
+            if not first:
+                train_seconds += time.perf_counter() - start
+            first = False
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                last = checkpoints.latest_step()
+                raise TrainingDiverged(
+                    f"loss is {loss} (gradient norm {grad_norm}) at step {step}; stopped "
+                    f"without saving. The last good "
+                    f"checkpoint is {'step ' + str(last) if last else 'none'} in "
+                    f"{checkpoints.directory}; lower optimizer.learning_rate or add "
+                    f"moe.router_z_loss")
+            if step % t.log_every == 0 or step == t.num_steps:
+                log.write(step, "train", {**metrics, "train_seconds": train_seconds})
+                Progress.show(progress.line(step, loss))
+            if step % t.eval_every == 0 or step == t.num_steps:
+                last_eval = evaluate(model, config, float(t.z_loss), mesh)
+                log.write(step, "eval", last_eval)
+                Progress.show(f"eval at step {step}: cross-entropy "
+                              f"{last_eval['cross_entropy']:.4f}")
+            if step % t.checkpoint_every == 0 or step == t.num_steps:
+                save(step)
+            if STOP.agreed():
+                save(step)
+                Progress.show(f"{STOP.signal_name}: saved step {step} to "
+                              f"{checkpoints.directory}; exiting")
+                log.close()
+                return last_eval
+    finally:
+        profiler.close()                  # a run stopped inside the traced steps
     log.close()
     if jax.process_index() == 0:
         written = plots.plot_run(workdir)
