@@ -186,3 +186,34 @@ def test_profile_steps_write_a_trace(data_dir, tmp_path):
             trainer.train_and_evaluate(micro("glam", data_dir, profile_steps=bad),
                                        str(tmp_path / "bad"))
     assert not os.path.exists(tmp_path / "bad" / "checkpoints")
+
+
+def test_train_records_carry_rate_step_time_and_flops(data_dir, tmp_path):
+    """learning_rate is the rate of that update (cosine warm-up over 2 steps from 0 to 0.01,
+    by hand: 0, 0.005, 0.01 for updates 1, 2, 3); step time and rates appear from step 2 on
+    (step 1 compiles, so it is not timed) and agree with each other; no MFU on CPU."""
+    from moejax.data import make_tokenizer
+    from moejax.models import init_model
+    from moejax.models.flops import train_flops_per_example
+    from moejax.train.config import resolve
+    config = micro("glam", data_dir, steps=3)
+    config.optimizer.update(schedule="cosine", warmup_steps=2, learning_rate=0.01)
+    trainer.train_and_evaluate(config, str(tmp_path))
+    train = [r for r in read_log(str(tmp_path)) if r["split"] == "train"]
+    assert [r["learning_rate"] for r in train] == pytest.approx([0.0, 0.005, 0.01])
+    assert "step_seconds" not in train[0]
+    cfg = resolve(config, make_tokenizer(config.data).vocab_size)
+    rows, length = config.data.batch_size, config.data.seq_length
+    flops = rows * train_flops_per_example(init_model(cfg, 0), cfg, {"decoder": length})
+    for r in train[1:]:
+        assert r["tokens_per_second"] == pytest.approx(rows * length / r["step_seconds"])
+        assert r["model_flops_per_second"] == pytest.approx(flops / r["step_seconds"])
+        assert "mfu" not in r
+
+
+def test_progress_line_uses_the_timed_step_not_the_wall_clock():
+    from moejax.train.logs import Progress
+    progress = Progress(total_steps=100, tokens_per_step=2048)
+    assert progress.line(1, 3.0, None).endswith("? steps/s | ETA ?")
+    line = progress.line(40, 3.0, 0.5)                       # 60 steps left at 0.5 s each
+    assert "2.00 steps/s" in line and "4.1k tokens/s" in line and line.endswith("ETA 0m30s")

@@ -41,11 +41,7 @@ from experiments.benchmarks.timing import once, side_by_side
 from moejax.config import MoeConfig
 from moejax.layer import MoeLayer
 from moejax.models.flops import train_flops_per_token
-
-# Dense bf16 peak (no sparsity) by the vendor's datasheets, keyed by a substring of jax's
-# device_kind: H100 SXM and H200 SXM 989.4 TFLOP/s (NVIDIA H100 and H200 Tensor Core GPU
-# datasheets: 1,979 with 2:4 sparsity), H100 PCIe 756, A100 312 (A100 datasheet, 624 sparse).
-GPU_BF16_PEAK = {"H200": 989.4e12, "H100 PCIe": 756e12, "H100": 989.4e12, "A100": 312e12}
+from moejax.train.throughput import peak_flops
 
 AGREE = 1e-4          # max |a − b| / max |b| at which the two grouped matmuls agree (above)
 
@@ -73,12 +69,6 @@ SMOKE = Sizes(experts=4, model_dim=32, hidden_dim=64, groups=2, group_tokens=64,
               glam="tiny", step_overrides=train_setup.SMOKE_OVERRIDES + (
                   ("model.dtype", "bfloat16"), ("moe.dtype", "bfloat16")),
               repeats=2, matmul=256, grouped=(256, 32, 64))
-
-
-def peak_flops(device) -> float | None:
-    """The datasheet's dense bf16 FLOP/s of a GPU (None when the chip is not in the table)."""
-    return next((peak for name, peak in GPU_BF16_PEAK.items() if name in device.device_kind),
-                None)
 
 
 def _loss_and_grads(layer, x, probe):

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
@@ -34,7 +33,10 @@ class MetricsLog:
     recomputed) are dropped so the log holds each step once.
     """
 
-    def __init__(self, workdir: str, resume_step: int = 0):
+    def __init__(self, workdir: str, resume_step: int = 0, layer_names: Sequence[str] = ()):
+        """layer_names: the MoE layers in the order of their stats ('decoder layer 1', ...;
+        models.config.moe_layer_names), which name their TensorBoard tags."""
+        self.tags = [name.replace(" ", "_") for name in layer_names]
         self.path = epath.Path(workdir) / "metrics.jsonl"
         self.remote = is_remote(workdir)
         self.lines = []
@@ -64,9 +66,20 @@ class MetricsLog:
                 self.tb.add_scalar(f"{split}/{key}", float(arr), step)
             elif arr.ndim == 1:                    # one value per MoE layer
                 for layer, v in enumerate(arr):
-                    self.tb.add_scalar(f"{split}/{key}/layer_{layer}", float(v), step)
+                    self.tb.add_scalar(f"{split}/{key}/{self._layer(layer)}", float(v), step)
+            elif arr.ndim == 2:                    # per MoE layer, per expert: the load
+                for layer, row in enumerate(arr):
+                    self.tb.add_histogram(f"{split}/{key}/{self._layer(layer)}", row, step)
         self.tb.flush()
         return record
+
+    def _layer(self, index: int) -> str:
+        return self.tags[index] if index < len(self.tags) else f"layer_{index}"
+
+    def text(self, tag: str, text: str) -> None:
+        """A text entry in TensorBoard's Text tab (the run's header and config)."""
+        self.tb.add_text(tag, text, 0)
+        self.tb.flush()
 
     def last(self, key: str, default: Any = None) -> Any:
         """The value of key in the latest record that has it (e.g. after a resume)."""
@@ -84,6 +97,9 @@ class NoLog:
     """What processes other than 0 use instead of a MetricsLog: the files have one writer."""
 
     def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> None:
+        pass
+
+    def text(self, tag: str, text: str) -> None:
         pass
 
     def last(self, key: str, default: Any = None) -> Any:
@@ -129,17 +145,18 @@ def read_log(workdir: str):
 class Progress:
     """step 120/1000 | loss 3.412 | 4.1 steps/s | 8.4k tokens/s | ETA 3m34s."""
 
-    def __init__(self, total_steps: int, start_step: int, tokens_per_step: int):
+    def __init__(self, total_steps: int, tokens_per_step: int):
         self.total = total_steps
         self.tokens_per_step = tokens_per_step
-        self.last_time = time.perf_counter()
-        self.last_step = start_step
 
-    def line(self, step: int, loss: float) -> str:
-        now = time.perf_counter()
-        rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
-        self.last_time, self.last_step = now, step
-        eta = (self.total - step) / rate if rate > 0 else float("inf")
+    def line(self, step: int, loss: float, step_seconds: Optional[float] = None) -> str:
+        """step_seconds: the recent mean time of a train step alone (throughput.StepTimer:
+        no compilation, evaluation or checkpoint in it); None before one was timed, when the
+        rate shows as '?'."""
+        if not step_seconds:
+            return f"step {step}/{self.total} | loss {loss:.4f} | ? steps/s | ETA ?"
+        rate = 1.0 / step_seconds
+        eta = (self.total - step) * step_seconds
         tokens = rate * self.tokens_per_step
         return (f"step {step}/{self.total} | loss {loss:.4f} | {rate:.2f} steps/s | "
                 f"{tokens / 1000:.1f}k tokens/s | ETA {_duration(eta)}")

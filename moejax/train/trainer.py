@@ -27,14 +27,17 @@ from moejax.data import make_pipeline, make_tokenizer
 from moejax.data.sources import open_source
 from moejax.errors import ConfigError, check
 from moejax.models import count_params, init_model
+from moejax.models.config import moe_layer_names
+from moejax.models.flops import active_params, train_flops_per_example
 from moejax.parallel import global_batch, shard_model, shard_optimizer
 from moejax.train import plots, run_config
 from moejax.checkpoints.store import Checkpointer, set_aside_after
 from moejax.train.config import resolve
 from moejax.train.logs import MetricsLog, NoLog, Progress, is_remote
 from moejax.train.mesh import describe, training_mesh
-from moejax.train.optimizer import make_optimizer
+from moejax.train.optimizer import learning_rate_schedule, make_optimizer
 from moejax.train.profile import StepProfiler
+from moejax.train.throughput import StepTimer, peak_flops, rates
 from moejax.train.evaluation import evaluate
 from moejax.train.step import train_step
 from moejax.train.stop import STOP
@@ -79,6 +82,19 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
             return _train(config, workdir, model_cfg, mesh, checkpoints)
 
 
+def _model_flops(model, model_cfg, batch) -> float:
+    """Model FLOPs of one training step on this batch's shapes (moejax.models.flops; 0 where
+    they are undefined, e.g. Soft MoE)."""
+    if "encoder_input_tokens" in batch:
+        rows = batch["encoder_input_tokens"].shape[0]
+        lengths = {"encoder": batch["encoder_input_tokens"].shape[1],
+                   "decoder": batch["decoder_target_tokens"].shape[1]}
+    else:
+        rows, lengths = batch["inputs"].shape[0], {"decoder": batch["inputs"].shape[1]}
+    per_example = train_flops_per_example(model, model_cfg, lengths)
+    return rows * per_example if per_example else 0.0
+
+
 def _make_workdir(workdir: str) -> None:
     """Creates workdir, or one ConfigError line saying why it cannot be written."""
     path = epath.Path(workdir)
@@ -113,17 +129,28 @@ def _train(config, workdir: str, model_cfg, mesh, checkpoints: Checkpointer) -> 
         data_state, _ = checkpoints.restore(step, model, optimizer)
         train_data.set_state(data_state)
         Progress.show(f"resumed from {checkpoints.directory}/{step}")
-    log = MetricsLog(workdir, resume_step=step) if jax.process_index() == 0 else NoLog()
+    log = (MetricsLog(workdir, resume_step=step, layer_names=moe_layer_names(model_cfg))
+           if jax.process_index() == 0 else NoLog())
     if jax.process_index() == 0:
         run_config.write(workdir, config)
     batch_tokens = config.data.batch_size * config.data.seq_length
     ffn = (f"router={model_cfg.moe.router}, E={model_cfg.moe.num_experts}" if model_cfg.has_moe
            else "dense FFNs" + (" (moe_as_dense baseline)" if model_cfg.moe_as_dense else ""))
-    Progress.show(f"{model_cfg.arch} model, {count_params(model) / 1e6:.2f}M parameters, "
-                  f"{ffn}, {t.num_steps} steps of {batch_tokens} tokens -> {workdir}")
+    active = active_params(model, model_cfg)
+    header = (f"{model_cfg.arch} model, {count_params(model) / 1e6:.2f}M parameters"
+              + (f" ({active / 1e6:.2f}M active per token)" if active else "")
+              + f", {ffn}, {t.num_steps} steps of {batch_tokens} tokens -> {workdir}")
+    Progress.show(header)
+    log.text("run", f"{header}\n\n    " + config.to_json_best_effort(indent=1).replace(
+        "\n", "\n    "))
     if mesh.size > 1:
         Progress.show(f"mesh: {describe(mesh)}")
-    progress = Progress(t.num_steps, step, batch_tokens)
+    progress = Progress(t.num_steps, batch_tokens)
+    timer = StepTimer()
+    schedule = learning_rate_schedule(config.optimizer.schedule,
+                                      float(config.optimizer.learning_rate),
+                                      int(config.optimizer.warmup_steps), t.num_steps)
+    flops_per_step, peak = None, peak_flops(jax.devices()[0])
     config_json = config.to_json_best_effort()
     last_eval: Dict[str, Any] = {}
 
@@ -157,6 +184,8 @@ def _train(config, workdir: str, model_cfg, mesh, checkpoints: Checkpointer) -> 
     try:
         while step < t.num_steps:
             batch = global_batch(next(train_data), mesh)
+            if flops_per_step is None:
+                flops_per_step = _model_flops(model, model_cfg, batch)
             profiler.before(step + 1)
             start = time.perf_counter()
             metrics = train_step(model, optimizer, batch, float(t.z_loss),
@@ -167,6 +196,7 @@ def _train(config, workdir: str, model_cfg, mesh, checkpoints: Checkpointer) -> 
             profiler.after(step)
             if not first:
                 train_seconds += time.perf_counter() - start
+                timer.add(time.perf_counter() - start)
             first = False
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 last = checkpoints.latest_step()
@@ -177,8 +207,12 @@ def _train(config, workdir: str, model_cfg, mesh, checkpoints: Checkpointer) -> 
                     f"{checkpoints.directory}; lower optimizer.learning_rate or add "
                     f"moe.router_z_loss")
             if step % t.log_every == 0 or step == t.num_steps:
-                log.write(step, "train", {**metrics, "train_seconds": train_seconds})
-                Progress.show(progress.line(step, loss))
+                log.write(step, "train", {
+                    **metrics, "train_seconds": train_seconds,
+                    "learning_rate": float(schedule(step - 1)),      # the rate of this update
+                    **rates(timer.seconds, batch_tokens, flops_per_step,
+                            jax.device_count(), peak)})
+                Progress.show(progress.line(step, loss, timer.seconds))
             if step % t.eval_every == 0 or step == t.num_steps:
                 last_eval = evaluate(model, config, float(t.z_loss), mesh)
                 log.write(step, "eval", last_eval)
