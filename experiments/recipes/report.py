@@ -172,8 +172,10 @@ DEFAULT_TARGET_NOTE = ("the worst final validation loss of any stable run, which
 
 def write_report(directory: str, title: str, summaries: Sequence[Summary],
                  target: Optional[float], command: str, intro: str = "",
-                 sections: Sequence[str] = (), target_note: str = DEFAULT_TARGET_NOTE) -> str:
-    """DIR/report.md with the table, plots and any recipe-specific sections; returns its path."""
+                 sections: Sequence[str] = (), target_note: str = DEFAULT_TARGET_NOTE,
+                 filename: str = "report.md") -> str:
+    """DIR/report.md (or DIR/filename) with the table, plots and any recipe-specific
+    sections; returns its path."""
     plots = plot_losses(summaries, directory, target, title)
     load = plot_expert_load(summaries, directory)
     images = [os.path.basename(p) for p in plots + ([load] if load else [])]
@@ -182,7 +184,7 @@ def write_report(directory: str, title: str, summaries: Sequence[Summary],
     parts = [f"# {title}", intro, f"Command: `{command}`", target_line,
              table(summaries, target), *sections,
              *[f"![{name}]({name})" for name in images]]
-    path = os.path.join(directory, "report.md")
+    path = os.path.join(directory, filename)
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n\n".join(p for p in parts if p) + "\n")
     return path

@@ -28,6 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from experiments.recipes.runs import is_diverged
+from moejax.train import run_config
 from moejax.train.logs import read_log
 
 
@@ -109,6 +110,8 @@ def read_run(directory: str) -> RunResult:
     if os.path.exists(os.path.join(directory, "spec.json")):  # not for an arm that never ran
         with open(os.path.join(directory, "spec.json"), encoding="utf-8") as f:
             spec.update(json.load(f))
+    else:
+        spec.update(_from_run_config(directory))                # a run of `train` or `upcycle`
     records = read_log(directory) if os.path.exists(
         os.path.join(directory, "metrics.jsonl")) else []
     train = [r for r in records if r["split"] == "train"]
@@ -149,6 +152,18 @@ def read_run(directory: str) -> RunResult:
         seed=spec["seed"],
         encoder_decoder=_arch(spec) == "encoder_decoder",
     )
+
+
+def _from_run_config(directory: str) -> dict:
+    """What spec.json would say, from the W/config.json that every training run writes."""
+    record = run_config.read(directory)
+    if not record:
+        return {}
+    data = record["config"].get("data", {})
+    return {"tokens_per_step": data.get("batch_size", 0) * data.get("seq_length", 0),
+            "examples_per_step": data.get("batch_size", 0),
+            "seed": record["config"].get("train", {}).get("seed"),
+            "config": json.dumps(record["config"])}
 
 
 def _arch(spec: dict) -> Optional[str]:
