@@ -205,6 +205,7 @@ def test_sigterm_saves_after_the_step_and_returns(data_dir, tmp_path, monkeypatc
     assert [r["step"] for r in read_log(str(tmp_path)) if r["split"] == "train"] == [1, 2]
     assert os.listdir(tmp_path / "checkpoints") == ["2"]
     assert signal.getsignal(signal.SIGTERM) == handler                  # restored on return
+    assert {"loss.png", "expert_load.png"} <= set(os.listdir(tmp_path / "plots"))  # so far
 
 
 def test_a_stop_during_start_up_trains_nothing(data_dir, tmp_path):

@@ -217,3 +217,28 @@ def test_progress_line_uses_the_timed_step_not_the_wall_clock():
     assert progress.line(1, 3.0, None).endswith("? steps/s | ETA ?")
     line = progress.line(40, 3.0, 0.5)                       # 60 steps left at 0.5 s each
     assert "2.00 steps/s" in line and "4.1k tokens/s" in line and line.endswith("ETA 0m30s")
+
+
+def test_plots_of_a_run_with_one_train_record(tmp_path):
+    """One train record: the expert load is bars (a heat map needs two steps), one shared
+    scale; the loss axis is zoomed past the step-0 evaluation's ln V."""
+    import json
+    from moejax.train import plots
+    records = [{"step": 0, "split": "eval", "cross_entropy": 6.3},
+               {"step": 30, "split": "train", "cross_entropy": 2.5,
+                "moe/tokens_per_expert": [[0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25]]},
+               {"step": 30, "split": "eval", "cross_entropy": 2.4}]
+    with open(tmp_path / "metrics.jsonl", "w", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in records))
+    plt = plots._pyplot()
+    fig = plots._load_figure(plt, np.asarray([records[1]["moe/tokens_per_expert"]]), [30],
+                             ["encoder layer 1", "decoder layer 1"])
+    bars = [[p.get_height() for p in ax.patches] for ax in fig.axes]
+    np.testing.assert_allclose(bars, [[0.4, 0.8, 1.2, 1.6], [1.0] * 4])   # fraction · E
+    assert fig.axes[0].get_ylim() == fig.axes[1].get_ylim()
+    assert fig.axes[0].get_ylabel().startswith("encoder layer 1")
+    plt.close(fig)
+    fig = plots._loss_figure(plt, records, "run")
+    assert fig.axes[0].get_ylim()[1] < 3.0                                # 6.3 is off the axis
+    plt.close(fig)
+    assert len(plots.plot_run(str(tmp_path), ["encoder layer 1", "decoder layer 1"])) == 2

@@ -188,7 +188,7 @@ def runs(data_dir, tmp_path_factory):
     """A dense decoder trained 3 steps, upcycled to GLaM and trained on to step 5."""
     root = tmp_path_factory.mktemp("upcycle")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(trainer.plots, "plot_run", lambda workdir: [])   # not under test here
+        patch.setattr(trainer.plots, "plot_run", lambda *args: [])   # not under test here
         trainer.train_and_evaluate(glam(data_dir, 3, moe_layout="none"), str(root / "dense"))
         config = glam(data_dir, 5)
         plan = upcycle_workdir.prepare(config, str(root / "dense"), str(root / "moe"),

@@ -224,12 +224,11 @@ def _train(config, workdir: str, model_cfg, mesh, checkpoints: Checkpointer) -> 
                 save(step)
                 Progress.show(f"{STOP.signal_name}: saved step {step} to "
                               f"{checkpoints.directory}; exiting")
-                log.close()
-                return last_eval
+                break
     finally:
         profiler.close()                  # a run stopped inside the traced steps
     log.close()
-    if jax.process_index() == 0:
-        written = plots.plot_run(workdir)
+    if jax.process_index() == 0:                   # also after a stop request: plots so far
+        written = plots.plot_run(workdir, moe_layer_names(model_cfg))
         Progress.show("plots: " + ", ".join(written))
     return last_eval
