@@ -20,6 +20,7 @@ from typing import List, Optional
 from absl import app, flags
 
 from experiments import config_files
+from moejax.errors import check
 
 _OVERRIDE = re.compile(r"^--?config\.([\w.]+)(=.*)?$")
 
@@ -99,6 +100,19 @@ def parse_flags(argv: List[str], flag_values: flags.FlagValues = flags.FLAGS) ->
         message = unknown_field(argv[1:]) or f"bad --config override: {err}"
     print(f"error: {message}", file=sys.stderr)
     sys.exit(1)
+
+
+def apply_steps(config, steps: Optional[int]) -> None:
+    """--steps=N (train, upcycle; compare and reproduce have it too) sets train.num_steps; a
+    different --config.train.num_steps given with it is one ConfigError line."""
+    if steps is None:
+        return
+    check(steps >= 1, f"--steps={steps} must be >= 1")
+    given = [a for a in sys.argv[1:] if a.startswith(("--config.train.num_steps=",
+                                                      "-config.train.num_steps="))]
+    check(not given or int(config.train.num_steps) == steps,
+          f"--steps={steps} and {given[-1] if given else ''} disagree: give one of them")
+    config.train.num_steps = steps
 
 
 def write_json(path: Optional[str], value) -> None:

@@ -3,7 +3,7 @@ r"""Train any moejax model family: the main job.
     python -m experiments.train --config=configs/switch.py:tiny --workdir=/tmp/switch_tiny
 
 Every config field can be overridden, e.g. --config.moe.num_experts=16
---config.train.num_steps=2000. Re-running with the same --workdir resumes from its latest
+--config.train.num_steps=2000 (or --steps=2000, as compare and reproduce take it). Re-running with the same --workdir resumes from its latest
 checkpoint. Writes checkpoints, metrics.jsonl, TensorBoard events and PNG plots to --workdir.
 
 SIGTERM or Ctrl-C saves a checkpoint after the current step and exits 0 (a second Ctrl-C
@@ -39,6 +39,7 @@ from moejax.train.trainer import TrainingDiverged, train_and_evaluate  # noqa: E
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<family>.py:<size>",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and plots.")
+_STEPS = flags.DEFINE_integer("steps", None, "Training steps (= --config.train.num_steps).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -49,6 +50,7 @@ def main(argv):
     for signum in _EARLY_STOPS:
         STOP.request(signum)
     try:
+        cli.apply_steps(_CONFIG.value, _STEPS.value)
         distributed_flags.join_if_asked()
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except (ConfigError, TrainingDiverged, CheckpointWriteFailed) as err:

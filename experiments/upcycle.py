@@ -42,6 +42,8 @@ _OPTIMIZER_STATE = flags.DEFINE_enum(
     "optimizer_state", "carry", list(OPTIMIZER_STATE_MODES),
     "carry: experts start with the dense FFN's optimizer moments; reset: fresh moments.")
 _TRAIN = flags.DEFINE_bool("train", True, "Continue training after writing the checkpoint.")
+_STEPS = flags.DEFINE_integer("steps", None, "Training steps of the MoE run "
+                              "(= --config.train.num_steps).")
 flags.mark_flags_as_required(["config", "dense_workdir", "workdir"])
 
 
@@ -49,6 +51,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.ERROR)     # orbax warns about every item it does not restore
     try:
+        cli.apply_steps(_CONFIG.value, _STEPS.value)
         distributed_flags.join_if_asked()
         plan = upcycle_workdir.prepare(
             _CONFIG.value, _DENSE_WORKDIR.value, _WORKDIR.value, step=_STEP.value,

@@ -63,3 +63,18 @@ def test_good_flags_parse(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     assert parse(["--config=configs/glam.py:tiny", "--workdir=w",
                   "--config.train.num_steps=7"], capsys) == (0, "")
+
+
+def test_steps_sets_num_steps_and_refuses_a_disagreeing_override(monkeypatch):
+    import ml_collections
+    from moejax.errors import ConfigError
+    config = ml_collections.ConfigDict({"train": {"num_steps": 1000}})
+    monkeypatch.setattr("sys.argv", ["train", "--steps=30"])
+    cli.apply_steps(config, 30)
+    assert config.train.num_steps == 30
+    config.train.num_steps = 50                        # as --config.train.num_steps=50 sets it
+    monkeypatch.setattr("sys.argv", ["train", "--config.train.num_steps=50", "--steps=30"])
+    with pytest.raises(ConfigError, match="--steps=30 and --config.train.num_steps=50 disagree"):
+        cli.apply_steps(config, 30)
+    with pytest.raises(ConfigError, match="--steps=0 must be >= 1"):
+        cli.apply_steps(config, 0)

@@ -47,6 +47,9 @@ def test_bad_specs_fail_with_one_line(spec, message):
 def test_budget_evaluates_about_twenty_times():
     b = runs.budget(1500)
     assert (b["train.num_steps"], b["train.eval_every"], b["train.log_every"]) == (1500, 75, 15)
+    short = runs.budget(60)                 # not every step and twenty times: 6 evals, 12 logs
+    assert (short["train.eval_every"], short["train.log_every"]) == (10, 5)
+    assert runs.budget(4)["train.eval_every"] == runs.budget(4)["train.log_every"] == 4
 
 
 # --- numbers read back from a run's log ---------------------------------------------------
@@ -347,3 +350,12 @@ def test_gate_cache_key_ignores_options_added_at_their_defaults():
     other = {"model": {"d_ff": 256, "remat": "full"}, "train": {"num_steps": 1200}}
     assert regime_key(json.dumps(before)) == regime_key(json.dumps(same))
     assert regime_key(json.dumps(before)) != regime_key(json.dumps(other))
+
+
+def test_describe_lists_arms_runs_and_size():
+    from experiments.reproduce import describe
+    text = describe(load("switch"), "tiny")
+    assert "size: tiny (configs at size tiny_lm)" in text
+    assert "steps per run: 1200; seeds: 0, 1, 2" in text
+    assert "arms (15 runs, plus the validity gate's 2 unless cached):" in text
+    assert text.count("switch+moe.num_experts=") == 4

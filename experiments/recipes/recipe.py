@@ -83,6 +83,9 @@ class Recipe:
     # a requested size -> the configs' size the recipe runs at, where they differ: the T5
     # papers' recipes run "tiny" as "tiny_lm", the tiny decoder-only LM (configs/common.py)
     sizes: Tuple[Tuple[str, str], ...] = ()
+    # wall minutes of the whole recipe at tiny size (gate included) measured on the 2-core
+    # CPU, with its date; None: not measured in the current regime
+    tiny_minutes: Optional[Tuple[float, str]] = None
 
 
 # The T5-backbone recipes whose arms can run in a causal decoder: judged on the tiny LM.

@@ -82,10 +82,12 @@ def slug(label: str) -> str:
 
 def budget(steps: int) -> Dict[str, Any]:
     """Train overrides for a comparison of `steps` steps: about 20 evaluations (the curves
-    that 'steps to a target loss' interpolates), a log record every ~1% and a checkpoint
-    every ~20% (an interrupted run resumes from it)."""
-    return {"train.num_steps": steps, "train.eval_every": max(1, steps // 20),
-            "train.log_every": max(1, steps // 100),
+    that 'steps to a target loss' interpolates) but none closer than 10 steps, a log record
+    every ~1% but none closer than 5 steps, and a checkpoint every ~20% (an interrupted run
+    resumes from it). Runs shorter than the spacing evaluate and log at their end."""
+    return {"train.num_steps": steps,
+            "train.eval_every": min(steps, max(10, steps // 20)),
+            "train.log_every": min(steps, max(5, steps // 100)),
             "train.checkpoint_every": max(1, steps // 5), "train.keep_checkpoints": 1}
 
 
