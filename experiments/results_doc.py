@@ -5,13 +5,15 @@ r"""Gathers the reports of finished reproductions into one page (docs/RESULTS.md
 --runs holds one directory per recipe (as `python -m experiments.reproduce --paper=NAME
 --workdir=RUNS/NAME` makes them). The page starts with one line per paper claim (held / did
 not hold / inconclusive at this scale), then every report with its tables and plots; the
-plots are copied next to the page (docs/images/results/<recipe>_<plot>.png).
+plots are copied next to the page (docs/images/results/<recipe>_<plot>.png). --out is
+required, and an existing page is overwritten only with --force.
 """
 
 import json
 import os
 import re
 import shutil
+import sys
 
 from absl import flags
 
@@ -20,10 +22,11 @@ from experiments import cli
 from experiments.recipes import RECIPES
 
 _RUNS = flags.DEFINE_string("runs", None, "Directory with one finished recipe per sub-directory.")
-_OUT = flags.DEFINE_string("out", "docs/RESULTS.md", "The page to write.")
+_OUT = flags.DEFINE_string("out", None, "The page to write (e.g. docs/RESULTS.md).")
+_FORCE = flags.DEFINE_bool("force", False, "Overwrite --out if it exists.")
 _PREAMBLE = flags.DEFINE_string("preamble", None, "Markdown file with notes on these runs, put "
                                  "after the setup paragraph.")
-flags.mark_flag_as_required("runs")
+flags.mark_flags_as_required(["runs", "out"])
 
 
 def setup() -> str:
@@ -68,6 +71,10 @@ def section(name: str, directory: str, images_dir: str, out_dir: str) -> str:
 
 def main(argv):
     del argv
+    if os.path.exists(_OUT.value) and not _FORCE.value:
+        print(f"error: {_OUT.value} exists; add --force to overwrite it (and its plots in "
+              f"images/results/ next to it)", file=sys.stderr)
+        sys.exit(1)
     out_dir = os.path.dirname(os.path.abspath(_OUT.value))
     images_dir = os.path.join(out_dir, "images", "results")
     os.makedirs(images_dir, exist_ok=True)

@@ -269,6 +269,11 @@ def test_results_doc_gathers_verdicts_and_copies_plots(tmp_path):
     assert "![a](images/results/switch_loss_vs_steps.png)" in text
     assert (tmp_path / "docs" / "images" / "results" / "switch_loss_vs_steps.png").read_bytes() \
         == b"\x89PNG fake"
+    again = subprocess.run([sys.executable, "-m", "experiments.results_doc",
+                            f"--runs={tmp_path / 'runs'}", f"--out={out}"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "add --force to overwrite" in again.stderr
+    assert out.read_text() == text
 
 
 def test_stored_config_matches_unless_a_value_differs():
