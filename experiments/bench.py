@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from experiments import cli
 
@@ -34,6 +34,9 @@ SUITES = ("layer", "step", "comm", "compile", "memory", "gpu")
 NEEDS_DEVICES = {"comm": 8}
 # Each suite is experiments/benchmarks/<module>.py; the module is named for what it measures.
 MODULES = {"memory": "compiled_memory"}
+
+SMOKE_MARK = ("SMOKE RUN (micro sizes, one repeat: checks that the suite runs; its times and "
+              "ratios measure nothing):")
 
 _SUITE = flags.DEFINE_enum("suite", "layer", SUITES + ("all",), "Which benchmark to run.")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny sizes: checks that a suite runs, in seconds.")
@@ -72,6 +75,8 @@ def run_here(suite: str) -> dict:
             f"XLA_FLAGS=--xla_force_host_platform_device_count={needed} (or run --suite=all)")
     module = importlib.import_module(f"experiments.benchmarks.{MODULES.get(suite, suite)}")
     table = module.run(smoke=_SMOKE.value)
+    if _SMOKE.value:
+        table.title = f"{SMOKE_MARK} {table.title}"
     print(table.format(), flush=True)
     if _PLOT.value and suite == "layer":
         from experiments.benchmarks.plot import layer_chart
@@ -81,6 +86,7 @@ def run_here(suite: str) -> dict:
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)   # jax logs at INFO each backend it cannot load
     results = {}
     if _SUITE.value == "all":
         for suite in SUITES:
