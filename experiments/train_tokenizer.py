@@ -8,6 +8,7 @@ bos; moejax adds data.num_extra_ids sentinels on top (T5's <extra_id_i>).
 """
 
 import os
+import sys
 
 from absl import flags, logging
 
@@ -42,7 +43,8 @@ def main(argv):
     os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT_PREFIX.value)), exist_ok=True)
     path = tokenizers.train_sentencepiece(
         texts, _OUTPUT_PREFIX.value, vocab_size=_VOCAB_SIZE.value, model_type=_MODEL_TYPE.value,
-        input_sentence_size=_INPUT_SENTENCE_SIZE.value or None)
+        input_sentence_size=_INPUT_SENTENCE_SIZE.value or None, total_texts=count,
+        log=lambda text: print(text, file=sys.stderr, flush=True))
     logging.info("Wrote %s from %d documents of %s:%s", path, count, config.tfds_name,
                  _SPLIT.value)
     print(path)

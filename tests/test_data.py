@@ -161,7 +161,15 @@ def test_byte_tokenizer_is_utf8_bytes_plus_three():
 
 def test_sentencepiece_trained_on_corpus_text_round_trips(tmp_path):
     texts = [text for _, text in documents.kjv_documents()][:60]
-    path = tokenizers.train_sentencepiece(texts, str(tmp_path / "spm"), vocab_size=300)
+    said = []
+    path = tokenizers.train_sentencepiece(texts, str(tmp_path / "spm"), vocab_size=300,
+                                          total_texts=len(texts), log=said.append)
+    def lines_in(some):
+        return sum(1 for text in some for line in text.split("\n") if line.strip())
+    lines = lines_in(texts)
+    assert said[0] == f"read 6/60 texts ({lines_in(texts[:6])} lines)"        # every 10%
+    assert said[-2].startswith(f"training a unigram model of 300 pieces on {lines} lines")
+    assert said[-1].startswith("trained in ") and len(said) == 12
     tokenizer = SentencePieceTokenizer(path, num_extra_ids=10)
     assert tokenizer.vocab_size == 310 and tokenizer.eos_id == 1 and tokenizer.pad_id == 0
     sentence = "And God said, Let there be light: and there was light."

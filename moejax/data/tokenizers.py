@@ -9,7 +9,8 @@ pad/eos/unk and byte b is id b + 3.
 from __future__ import annotations
 
 import os
-from typing import Iterable, Optional
+import time
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 
@@ -129,19 +130,33 @@ def make_tokenizer(config):
 
 def train_sentencepiece(texts: Iterable[str], model_prefix: str, *, vocab_size: int = 8000,
                         model_type: str = "unigram", character_coverage: float = 1.0,
-                        input_sentence_size: Optional[int] = None) -> str:
+                        input_sentence_size: Optional[int] = None,
+                        total_texts: Optional[int] = None,
+                        log: Optional[Callable[[str], None]] = None) -> str:
     """Trains a T5-style SentencePiece model (pad 0, eos 1, unk 2, no bos); returns its path.
 
-    Writes `model_prefix`.model and `model_prefix`.vocab. Long texts are fed by line.
+    Writes `model_prefix`.model and `model_prefix`.vocab. Long texts are fed by line. `log`,
+    if given, gets progress lines: texts read (every 10% of `total_texts`), then the training.
     """
     import sentencepiece as spm                           # pylint: disable=g-import-not-at-top
 
+    say = log or (lambda text: None)
+    started = time.perf_counter()
+
     def sentences():
+        read = lines = 0
+        step = max(1, (total_texts or 0) // 10) if total_texts else 0
         for text in texts:
+            read += 1
             for line in text.split("\n"):
                 line = line.strip()
                 if line:
+                    lines += 1
                     yield line
+            if step and read % step == 0:
+                say(f"read {read}/{total_texts} texts ({lines} lines)")
+        say(f"training a {model_type} model of {vocab_size} pieces on {lines} lines "
+            f"(SentencePiece, {time.perf_counter() - started:.0f} s so far)")
 
     options = dict(sentence_iterator=sentences(), model_prefix=model_prefix,
                    vocab_size=vocab_size, model_type=model_type,
@@ -151,4 +166,5 @@ def train_sentencepiece(texts: Iterable[str], model_prefix: str, *, vocab_size: 
     if input_sentence_size:
         options.update(input_sentence_size=input_sentence_size, shuffle_input_sentence=True)
     spm.SentencePieceTrainer.train(**options)
+    say(f"trained in {time.perf_counter() - started:.0f} s")
     return model_prefix + ".model"
