@@ -39,7 +39,8 @@ SMOKE_MARK = ("SMOKE RUN (micro sizes, one repeat: checks that the suite runs; i
               "ratios measure nothing):")
 
 _SUITE = flags.DEFINE_enum("suite", "layer", SUITES + ("all",), "Which benchmark to run.")
-_SMOKE = flags.DEFINE_bool("smoke", False, "Tiny sizes: checks that a suite runs, in seconds.")
+_SMOKE = flags.DEFINE_bool("smoke", False, "Toy sizes: checks that a suite runs (about a minute "
+                            "a suite on 2 cores, mostly compilation); its figures mean nothing.")
 _JSON = flags.DEFINE_string("json", None, "Also write the results here.")
 _PLOT = flags.DEFINE_string("plot", None, "Also draw the layer suite's ratios in this PNG.")
 

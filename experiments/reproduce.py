@@ -20,13 +20,15 @@ Recipes (experiments/recipes/<name>.py):
 --size picks the configs' size (tiny: 2-core CPU; base and large follow the papers, for a pod);
 --steps and --seeds override the recipe's budget (quality claims need >= 2 seeds for an
 interval, 3 by default); --smoke runs micro models for a few steps (checks that a recipe
-works, in a minute or two, and gives no verdict). Re-running resumes: finished arms are kept.
+works: each arm compiles its own micro model, so a few minutes on 2 cores; no verdict).
+--describe prints the arms, steps, seeds and measured time. Re-running resumes: finished arms
+are kept.
 
 Before judging quality, each recipe runs the validity gate (experiments/recipes/gate.py) at
 its backbone and budget: a dense model against one with 8x wider FFNs (the width gain must be
 >= 0.05 nats) and, for encoder-decoders, the loss with encoders shuffled across the batch
-(the encoder information must be >= 0.3 nats half-way and at the end). Where it fails, quality claims read "not
-testable at this budget". Quality claims are judged on paired 95% intervals over seeds.
+(the encoder information must be >= 0.3 nats half-way and at the end). Where it fails,
+quality claims read "not testable at this budget". Quality claims are judged on paired 95% intervals over seeds.
 WORKDIR/report.md holds the tables, the plots and a verdict line (held / did not hold /
 inconclusive / not testable at this budget, and why); WORKDIR/verdict.json the same as data.
 """
