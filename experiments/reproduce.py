@@ -28,7 +28,8 @@ Before judging quality, each recipe runs the validity gate (experiments/recipes/
 its backbone and budget: a dense model against one with 8x wider FFNs (the width gain must be
 >= 0.05 nats) and, for encoder-decoders, the loss with encoders shuffled across the batch
 (the encoder information must be >= 0.3 nats half-way and at the end). Where it fails,
-quality claims read "not testable at this budget". Quality claims are judged on paired 95% intervals over seeds.
+quality claims read "not testable at this budget". Quality claims are judged on paired 95%
+intervals over seeds.
 WORKDIR/report.md holds the tables, the plots and a verdict line (held / did not hold /
 inconclusive / not testable at this budget, and why); WORKDIR/verdict.json the same as data.
 """

@@ -3,8 +3,9 @@ r"""Train any moejax model family: the main job.
     python -m experiments.train --config=configs/switch.py:tiny --workdir=/tmp/switch_tiny
 
 Every config field can be overridden, e.g. --config.moe.num_experts=16
---config.train.num_steps=2000 (or --steps=2000, as compare and reproduce take it). Re-running with the same --workdir resumes from its latest
-checkpoint. Writes checkpoints, metrics.jsonl, TensorBoard events and PNG plots to --workdir.
+--config.train.num_steps=2000 (or --steps=2000, as compare and reproduce take it).
+Re-running with the same --workdir resumes from its latest checkpoint. Writes checkpoints,
+config.json, metrics.jsonl, TensorBoard events and PNG plots to --workdir.
 
 SIGTERM or Ctrl-C saves a checkpoint after the current step and exits 0 (a second Ctrl-C
 stops at once); a second run on a workdir in use refuses with one line naming the holder.

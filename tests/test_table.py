@@ -51,7 +51,8 @@ def test_table_rows_equal_the_runs_logs(tmp_path):
     assert target == 2.75                                     # the worst final loss
     rows = report.table(summaries, target).splitlines()[2:]
     cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
-    assert [c[2] for c in cells] == ["2.5000", "2.7500", f"2.1000 ± {np.std([2, 2.2], ddof=1):.4f}"]
+    spread = np.std([2.0, 2.2], ddof=1)
+    assert [c[2] for c in cells] == ["2.5000", "2.7500", f"2.1000 ± {spread:.4f}"]
     # steps to 2.75: a between steps 10 (3.0) and 20 (2.5), linearly 15; b exactly at 20
     assert [c[3] for c in cells[:2]] == ["15", "20"]
     # tokens/s from config.json's 4 × 32 tokens a step: 10 steps per 2 s
