@@ -16,10 +16,12 @@ setuptools.setup(
     # the SentencePiece model the tiny encoder-decoder configs use (moejax/data/tokenizers.py)
     package_data={"moejax.data": ["assets/*.model"]},
     install_requires=[
-        "jax>=0.6.0",
-        "flax>=0.11.0",
-        "optax>=0.2.4",
-        "orbax-checkpoint>=0.11.0",
+        # the lowest versions CI tests (.ci/run: Python 3.11); it also tests the newest
+        # releases on Python 3.12 (jax 0.12, flax 0.12.12 on 2026-12-01)
+        "jax>=0.10.2",
+        "flax>=0.12.8",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12.8",
         "ml-collections>=1.0.0",
         "absl-py>=2.1.0",
         "numpy>=1.26",

@@ -19,8 +19,6 @@ from typing import List, Optional
 
 from absl import app, flags
 
-from experiments import config_files
-from moejax.errors import check
 
 _OVERRIDE = re.compile(r"^--?config\.([\w.]+)(=.*)?$")
 
@@ -44,6 +42,7 @@ def _load_config(argv: List[str]):
                  None)
     if value is None:
         return None
+    from experiments import config_files        # here: launch_tpu uses this module without jax
     path, _, arg = value.partition(":")
     return config_files.load(path, arg or None), path
 
@@ -105,6 +104,7 @@ def parse_flags(argv: List[str], flag_values: flags.FlagValues = flags.FLAGS) ->
 def apply_steps(config, steps: Optional[int]) -> None:
     """--steps=N (train, upcycle; compare and reproduce have it too) sets train.num_steps; a
     different --config.train.num_steps given with it is one ConfigError line."""
+    from moejax.errors import check             # here: launch_tpu uses this module without jax
     if steps is None:
         return
     check(steps >= 1, f"--steps={steps} must be >= 1")

@@ -63,13 +63,15 @@ TPU_VM = ["gcloud", "compute", "tpus", "tpu-vm"]
 REMOTE_TARBALL = "~/moejax.tar.gz"
 REMOTE_VENV = "~/moejax-venv"
 # Step 5 on every worker. TPU VM images ship Python 3.10 and moejax needs 3.11+, so uv makes a
-# 3.11 venv; re-running it (--reuse) replaces the code and keeps the venv.
+# 3.11 venv; re-running it (--reuse) replaces the code and keeps the venv. JAX and its libtpu
+# are the versions CI's Python 3.11 leg tests (.ci/lowest.txt, as constraints).
 SETUP_COMMAND = (
     "rm -rf ~/moejax && mkdir -p ~/moejax && tar -xzf ~/moejax.tar.gz -C ~/moejax"
     ' && export PATH="$HOME/.local/bin:$PATH"'
     " && (command -v uv >/dev/null || curl -LsSf https://astral.sh/uv/install.sh | sh)"
     f" && uv venv --allow-existing --python 3.11 {REMOTE_VENV}"
-    f' && uv pip install --python {REMOTE_VENV}/bin/python -U "jax[tpu]" -e "$HOME/moejax[gcs]"')
+    f" && uv pip install --python {REMOTE_VENV}/bin/python -U -c ~/moejax/.ci/lowest.txt"
+    ' "jax[tpu]" -e "$HOME/moejax[gcs]"')
 # The JAX software version of each TPU generation (cloud.google.com/tpu/docs/runtimes).
 RUNTIME_VERSIONS = {"v2": "tpu-ubuntu2204-base", "v3": "tpu-ubuntu2204-base",
                     "v4": "tpu-ubuntu2204-base", "v5litepod": "v2-alpha-tpuv5-lite",
