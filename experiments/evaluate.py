@@ -65,16 +65,14 @@ def evaluate_checkpoint(workdir: str, step: Optional[int] = None,
     from flax import nnx
 
     from moejax.checkpoints import info
-    from moejax.checkpoints.store import Checkpointer
+    from moejax.checkpoints.restore import restore_model
     from moejax.data import make_tokenizer
     from moejax.data.sources import open_source
     from moejax.models import init_model
     from moejax.models.config import moe_layer_names
-    from moejax.parallel import shard_model, shard_optimizer
     from moejax.train.config import resolve
     from moejax.train.evaluation import by_layer, evaluate
     from moejax.train.mesh import training_mesh
-    from moejax.train.optimizer import make_optimizer
 
     step = info.choose_step(workdir, step)
     config = info.read_config(workdir, step)
@@ -95,12 +93,7 @@ def evaluate_checkpoint(workdir: str, step: Optional[int] = None,
     names = moe_layer_names(model_cfg)
     evaluations = []
     with jax.set_mesh(mesh):
-        model = shard_model(lambda: init_model(model_cfg, config.train.seed), mesh)
-        optimizer = shard_optimizer(lambda m: make_optimizer(
-            config.optimizer, m, config.train.num_steps), model, mesh)
-        with Checkpointer(workdir, config.train.keep_checkpoints) as checkpoints:
-            checkpoints.restore(step, model, optimizer)
-        del optimizer
+        model = restore_model(workdir, step, config, model_cfg, mesh)
         weights = nnx.state(model)
         for factor in capacity_factors or [None]:
             evaluated, label = model, {}

@@ -51,9 +51,10 @@ class RelativePositionBias(nnx.Module):
         self.table = nnx.Param(init(rngs.params(), (num_buckets, num_heads), jnp.float32),
                                logical_axes=(None, "heads"))
 
-    def __call__(self, q_len: int, k_len: int) -> jax.Array:
-        """[1, H, Lq, Lk] bias."""
-        relative = jnp.arange(k_len)[None, :] - jnp.arange(q_len)[:, None]        # [Lq, Lk]
+    def __call__(self, q_len: int, k_len: int, q_offset=0) -> jax.Array:
+        """[1, H, Lq, Lk] bias; queries at positions q_offset + [0, Lq) (decoding with a
+        cache: the new tokens' positions), keys at [0, Lk)."""
+        relative = jnp.arange(k_len)[None, :] - (q_offset + jnp.arange(q_len))[:, None]
         buckets = relative_position_bucket(relative, self.bidirectional, self.num_buckets,
                                            self.max_distance)
         return jnp.transpose(self.table[...][buckets], (2, 0, 1))[None]
@@ -88,9 +89,14 @@ class Attention(nnx.Module):
 
     def __call__(self, x: jax.Array, context: jax.Array, mask: jax.Array,
                  bias: Optional[jax.Array] = None, q_positions: Optional[jax.Array] = None,
-                 k_positions: Optional[jax.Array] = None, rope_max_wavelength: float = 1e4
-                 ) -> jax.Array:
-        """x [B, Lq, D] attends to context [B, Lk, D] under mask [B, 1, Lq, Lk]."""
+                 k_positions: Optional[jax.Array] = None, rope_max_wavelength: float = 1e4,
+                 cache_index: Optional[jax.Array] = None) -> jax.Array:
+        """x [B, Lq, D] attends to context [B, Lk, D] under mask [B, 1, Lq, Lk].
+
+        cache_index (self-attention with a cache from init_cache, decoding): x are the tokens
+        at positions cache_index + [0, Lq); their keys and values are written into the cache
+        there and x attends causally to every cached position up to its own (`mask` is not
+        used)."""
         cast = lambda p: p[...].astype(self.dtype)
         q = jnp.einsum("bld,dhk->blhk", x.astype(self.dtype), cast(self.q))
         k = jnp.einsum("bld,dhk->blhk", context.astype(self.dtype), cast(self.k))
@@ -98,6 +104,8 @@ class Attention(nnx.Module):
         if q_positions is not None:
             q = rotary(q, q_positions, rope_max_wavelength)
             k = rotary(k, k_positions, rope_max_wavelength)
+        if cache_index is not None:
+            k, v, mask = self._cached(k, v, cache_index)
         logits = jnp.einsum("bqhk,bthk->bhqt", q, k).astype(jnp.float32) / math.sqrt(q.shape[-1])
         if bias is not None:
             logits = logits + bias
@@ -105,3 +113,24 @@ class Attention(nnx.Module):
         probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
         out = jnp.einsum("bhqt,bthk->bqhk", probs, v)
         return jnp.einsum("bqhk,hkd->bqd", out, cast(self.o))
+
+    def init_cache(self, batch: int, max_length: int) -> None:
+        """Zeroed key and value caches [..., B, max_length, H, Dh] for decoding (the leading
+        axes of a stacked layer's parameters, if any, lead here too)."""
+        *lead, _, heads, head_dim = self.k.shape
+        shape = (*lead, batch, max_length, heads, head_dim)
+        self.cached_key = nnx.Cache(jnp.zeros(shape, self.dtype))
+        self.cached_value = nnx.Cache(jnp.zeros(shape, self.dtype))
+
+    def _cached(self, k: jax.Array, v: jax.Array, index: jax.Array):
+        """Writes the new keys and values [B, Lq, H, Dh] at `index`; returns the whole cache
+        and the causal mask [1, 1, Lq, max_length] of the new queries over it."""
+        if getattr(self, "cached_key", None) is None:
+            raise ValueError("decoding needs a cache: call moejax.models.decode.init_cache first")
+        at = (0, index, 0, 0)
+        self.cached_key[...] = jax.lax.dynamic_update_slice(self.cached_key[...], k, at)
+        self.cached_value[...] = jax.lax.dynamic_update_slice(self.cached_value[...], v, at)
+        keys = self.cached_key[...]
+        q_positions = index + jnp.arange(k.shape[1])
+        mask = jnp.arange(keys.shape[1])[None, :] <= q_positions[:, None]          # [Lq, Lmax]
+        return keys, self.cached_value[...], mask[None, None]

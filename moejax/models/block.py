@@ -24,11 +24,13 @@ class LayerInputs:
     cross_mask: Optional[jax.Array] = None    # [B, 1, L, Lc]
     token_mask: Optional[jax.Array] = None    # [B, L] bool real tokens (segment id != 0): the
     #                                           MoE layers route no padding
+    decode_index: Optional[jax.Array] = None  # [] int: decoding with a cache, the position of
+    #                                           the first of these L tokens (self_mask unused)
 
 
 jax.tree_util.register_dataclass(
     LayerInputs, data_fields=["self_mask", "self_bias", "positions", "context", "cross_mask",
-                              "token_mask"],
+                              "token_mask", "decode_index"],
     meta_fields=[])
 
 
@@ -70,7 +72,8 @@ class Block(nnx.Module):
         h = self.attn_norm(x)
         x = x + drop(self.attn(h, h, inputs.self_mask, inputs.self_bias,
                                inputs.positions if rope else None,
-                               inputs.positions if rope else None, cfg.rope_max_wavelength))
+                               inputs.positions if rope else None, cfg.rope_max_wavelength,
+                               cache_index=inputs.decode_index))
         if self.cross_attn is not None:
             h = self.cross_norm(x)
             x = x + drop(self.cross_attn(h, inputs.context, inputs.cross_mask))

@@ -36,16 +36,21 @@ class DecoderLM(nnx.Module):
         self.dropout = nnx.Dropout(cfg.dropout_rate, rngs=rngs)
 
     def __call__(self, tokens: jax.Array, *, segment_ids: Optional[jax.Array] = None,
-                 positions: Optional[jax.Array] = None, deterministic: bool = False
+                 positions: Optional[jax.Array] = None, deterministic: bool = False,
+                 decode_index: Optional[jax.Array] = None
                  ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+        """decode_index: the tokens [B, L] are positions decode_index + [0, L) of sequences
+        whose earlier keys and values are in the cache (moejax.models.decode); no packing."""
         b, l = tokens.shape
         if segment_ids is None:
             segment_ids = jnp.ones((b, l), jnp.int32)
         if positions is None:
-            positions = jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32), (b, l))
+            start = 0 if decode_index is None else decode_index
+            positions = jnp.broadcast_to(start + jnp.arange(l, dtype=jnp.int32), (b, l))
         x = self.dropout(self.embed(tokens, self.cfg.dtype), deterministic=deterministic)
         inputs = LayerInputs(self_mask=attention_mask(segment_ids, segment_ids, causal=True),
-                             positions=positions, token_mask=segment_ids != 0)
+                             positions=positions, token_mask=segment_ids != 0,
+                             decode_index=decode_index)
         x, stats = self.layers(x, inputs, deterministic)                 # [B, L, D]
         x = self.dropout(self.final_norm(x), deterministic=deterministic)
         if self.head is None:

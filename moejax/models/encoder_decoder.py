@@ -51,33 +51,61 @@ class EncoderDecoder(nnx.Module):
     def __call__(self, encoder_tokens: jax.Array, decoder_tokens: jax.Array, *,
                  encoder_segment_ids=None, decoder_segment_ids=None,
                  deterministic: bool = False) -> Tuple[jax.Array, Dict[str, jax.Array]]:
-        dtype = self.cfg.dtype
         if encoder_segment_ids is None:
             encoder_segment_ids = jnp.ones(encoder_tokens.shape, jnp.int32)
-        if decoder_segment_ids is None:
-            decoder_segment_ids = jnp.ones(decoder_tokens.shape, jnp.int32)
-        le, ld = encoder_tokens.shape[1], decoder_tokens.shape[1]
-        drop = lambda y: self.dropout(y, deterministic=deterministic)
+        context, enc_stats = self.encode(encoder_tokens, encoder_segment_ids, deterministic)
+        logits, dec_stats = self.decode(decoder_tokens, context, encoder_segment_ids,
+                                        decoder_segment_ids, deterministic)
+        stats = {k: jnp.concatenate([enc_stats[k], dec_stats[k]]) for k in enc_stats
+                 if k in dec_stats} if enc_stats and dec_stats else (enc_stats or dec_stats)
+        return logits, stats
 
-        x = drop(self.embed(encoder_tokens, dtype))
+    def encode(self, encoder_tokens: jax.Array, encoder_segment_ids: jax.Array,
+               deterministic: bool = False) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+        """The encoder's output [B, Le, D] (normed) and its MoE stats."""
+        le = encoder_tokens.shape[1]
+        drop = lambda y: self.dropout(y, deterministic=deterministic)
+        x = drop(self.embed(encoder_tokens, self.cfg.dtype))
         enc_inputs = LayerInputs(
             self_mask=attention_mask(encoder_segment_ids, encoder_segment_ids, causal=False),
             self_bias=self.encoder_bias(le, le), token_mask=encoder_segment_ids != 0)
-        x, enc_stats = self.encoder(x, enc_inputs, deterministic)
-        context = drop(self.encoder_norm(x))                                # [B, Le, D]
+        x, stats = self.encoder(x, enc_inputs, deterministic)
+        return drop(self.encoder_norm(x)), stats
 
-        y = drop(self.embed(decoder_tokens, dtype))
+    def decode(self, decoder_tokens: jax.Array, context: jax.Array,
+               encoder_segment_ids: jax.Array, decoder_segment_ids=None,
+               deterministic: bool = False, decode_index=None
+               ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+        """Logits [B, Ld, V] (float32) of the decoder reading `context`, and its MoE stats.
+
+        decode_index: the tokens are positions decode_index + [0, Ld) of targets whose earlier
+        self-attention keys and values are in the cache (moejax.models.decode)."""
+        if decoder_segment_ids is None:
+            decoder_segment_ids = jnp.ones(decoder_tokens.shape, jnp.int32)
+        ld = decoder_tokens.shape[1]
+        drop = lambda y: self.dropout(y, deterministic=deterministic)
+        y = drop(self.embed(decoder_tokens, self.cfg.dtype))
+        if decode_index is None:
+            bias = self.decoder_bias(ld, ld)
+        else:                                  # the new queries over every cached position
+            bias = self.decoder_bias(ld, self.max_decode_length(), decode_index)
         dec_inputs = LayerInputs(
             self_mask=attention_mask(decoder_segment_ids, decoder_segment_ids, causal=True),
-            self_bias=self.decoder_bias(ld, ld), context=context,
+            self_bias=bias, context=context,
             cross_mask=attention_mask(decoder_segment_ids, encoder_segment_ids, causal=False),
-            token_mask=decoder_segment_ids != 0)
-        y, dec_stats = self.decoder(y, dec_inputs, deterministic)
+            token_mask=decoder_segment_ids != 0, decode_index=decode_index)
+        y, stats = self.decoder(y, dec_inputs, deterministic)
         y = drop(self.decoder_norm(y))
         if self.head is None:
             logits = self.embed.attend(y)
         else:
             logits = jnp.einsum("bld,dv->blv", y, self.head[...].astype(y.dtype))
-        stats = {k: jnp.concatenate([enc_stats[k], dec_stats[k]]) for k in enc_stats
-                 if k in dec_stats} if enc_stats and dec_stats else (enc_stats or dec_stats)
         return logits.astype(jnp.float32), stats
+
+    def max_decode_length(self) -> int:
+        """The decoder's self-attention cache length (moejax.models.decode.init_cache)."""
+        for _, node in nnx.iter_graph(self.decoder):
+            cache = getattr(node, "cached_key", None)
+            if cache is not None:
+                return cache.shape[-3]
+        raise ValueError("decoding needs a cache: call moejax.models.decode.init_cache first")
