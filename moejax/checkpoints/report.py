@@ -22,8 +22,8 @@ from moejax.checkpoints.upcycle import LAYER_PATH, flatten, layer_places
 from moejax.errors import ConfigError
 from moejax.models import build_model
 from moejax.models.config import ModelConfig, moe_layer_names
-from moejax.train.config import resolve
 from moejax.train import run_config
+from moejax.train.config import resolve
 from moejax.train.logs import read_log
 from moejax.train.state_memory import vocab_size
 
