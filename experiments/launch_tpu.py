@@ -5,7 +5,11 @@ r"""Launch training on a Cloud TPU VM or pod slice with gcloud: create, ship, tr
         --workdir=gs://my-bucket/switch_base [--project=P] [--spot] [--reuse] [--delete_after] \
         [--dry_run] [-- --config.mesh.expert=16 --config.train.num_steps=100000]
 
-Steps, printed (shell-quoted, numbered) and run in order, stopping at the first failure:
+First, unless --skip_aot_check, `python -m experiments.aot` compiles the training step for the
+slice here (libtpu, no TPU; the train flags' --config.* overrides included) and the launch
+stops with one line if it would not fit or does not compile: a pod is not created for a run
+that cannot start. Then the steps, printed (shell-quoted, numbered) and run in order, stopping
+at the first failure:
   1. `git archive` HEAD of this repository to a tarball (refused if tracked files have
      uncommitted changes, unless --allow_dirty: they would not be shipped);
   2. with --reuse, `gcloud ... describe` the TPU and skip step 3 if it is READY;
@@ -54,6 +58,8 @@ _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the steps; run nothing.")
 _ALLOW_DIRTY = flags.DEFINE_bool("allow_dirty", False,
                                  "Ship HEAD even though tracked files have uncommitted changes "
                                  "(the changes are not shipped).")
+_SKIP_AOT = flags.DEFINE_bool("skip_aot_check", False, "Launch without first compiling the "
+                              "training step for the slice here (experiments.aot).")
 _TRAIN_FLAGS = flags.DEFINE_multi_string("train_flag", [],
                                          "An extra experiments.train flag, e.g. "
                                          "--train_flag=--config.mesh.expert=8 (repeatable).")
@@ -130,6 +136,39 @@ def check_args(*, tpu: str, zone: str, accelerator_type: str, workdir: str,
         raise LaunchError(f"no default --runtime_version for {accelerator_type}; pass one "
                           f"(known: {', '.join(sorted(RUNTIME_VERSIONS))})")
     return RUNTIME_VERSIONS[generation]
+
+
+# Cloud's accelerator types count TensorCores for v4 and v5p (2 per chip), chips for v5e
+# (v5litepod) and v6e; experiments.aot's topologies count chips (moejax/parallel/tpu_chips.py).
+AOT_CHIPS = {"v4": ("v4", 2), "v5p": ("v5p", 2), "v5litepod": ("v5e", 1), "v6e": ("v6e", 1)}
+
+
+def aot_topology(accelerator_type: str) -> str:
+    """'v5p-16' -> 'v5p-8' (chips), 'v5litepod-16' -> 'v5e-16'; LaunchError for generations
+    experiments.aot does not describe."""
+    generation, count = _ACCELERATOR_RE.fullmatch(accelerator_type).groups()
+    if generation not in AOT_CHIPS:
+        raise LaunchError(f"no ahead-of-time check for {accelerator_type} (experiments.aot knows "
+                          f"{', '.join(sorted(AOT_CHIPS))}); pass --skip_aot_check")
+    chip, per_chip = AOT_CHIPS[generation]
+    return f"{chip}-{max(1, int(count) // per_chip)}"
+
+
+def aot_command(config: str, accelerator_type: str, train_args) -> list[str]:
+    """The local compile-and-size check: experiments.aot with the train flags' overrides."""
+    return [sys.executable, "-m", "experiments.aot", f"--config={config}",
+            f"--topology={aot_topology(accelerator_type)}",
+            *(a for a in train_args if a.startswith("--config."))]
+
+
+def run_aot_check(command: list[str], accelerator_type: str) -> None:
+    """Runs the check (its report streams through); LaunchError unless it fits."""
+    print(f"[check] {shlex.join(command)}", flush=True)
+    code = subprocess.run(command, cwd=ROOT, check=False).returncode
+    if code != 0:
+        raise LaunchError(f"the ahead-of-time check failed (exit {code}, its output is above): "
+                          f"this run does not fit on {accelerator_type} or does not compile; "
+                          "change the mesh or config, or pass --skip_aot_check to launch anyway")
 
 
 def check_repo(repo: str, config: str) -> None:
@@ -265,9 +304,15 @@ def main(argv):
             if not _DRY_RUN.value:
                 raise LaunchError(message)
             print(f"warning: {message}", file=sys.stderr)
+        check_command = (None if _SKIP_AOT.value else
+                         aot_command(_CONFIG.value, _ACCELERATOR.value, train_args))
         if _DRY_RUN.value:
+            if check_command:
+                print(f"[check] {shlex.join(check_command)}")
             print_steps(steps)
             return
+        if check_command:
+            run_aot_check(check_command, _ACCELERATOR.value)
         try:
             run_steps(steps)
         finally:

@@ -15,7 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SBATCH = os.path.join(ROOT, "experiments", "slurm", "train.sbatch")
 TPU = ["gcloud", "compute", "tpus", "tpu-vm"]
 BASE = ["--tpu=my-tpu", "--zone=us-east5-a", "--accelerator_type=v5litepod-16",
-        "--config=configs/switch.py:base", "--workdir=gs://my-bucket/switch_base"]
+        "--config=configs/switch.py:base", "--workdir=gs://my-bucket/switch_base",
+        "--skip_aot_check"]                 # the check itself: the tests at the end
 TRAIN = ("set -o pipefail; cd ~/moejax && PYTHONUNBUFFERED=1 ~/moejax-venv/bin/python -m "
          "experiments.train --distributed --config=configs/switch.py:base "
          "--workdir=gs://my-bucket/switch_base{extra} 2>&1 | tee ~/moejax/train.log")
@@ -265,3 +266,26 @@ def test_launcher_does_not_import_jax():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("accelerator, topology", [
+    ("v5p-16", "v5p-8"), ("v4-32", "v4-16"), ("v5litepod-16", "v5e-16"), ("v6e-8", "v6e-8")])
+def test_aot_check_compiles_for_the_slices_chips(accelerator, topology):
+    """Cloud counts TensorCores for v4 and v5p (two per chip), chips for v5e and v6e."""
+    command = launch_tpu.aot_command("configs/switch.py:base", accelerator,
+                                     ["--config.mesh.expert=16", "--steps=10"])
+    assert command[1:] == ["-m", "experiments.aot", "--config=configs/switch.py:base",
+                           f"--topology={topology}", "--config.mesh.expert=16"]
+
+
+def test_a_failing_aot_check_stops_before_gcloud(fake_env):
+    """The check runs first; a dry run lists it before the steps; when it fails (the run would
+    not fit, or no libtpu here) the launch stops with one line and nothing is created."""
+    argv = [a for a in BASE if a != "--skip_aot_check"]
+    dry = launch([*argv, "--dry_run"], fake_env)
+    assert dry.stdout.splitlines()[0].startswith("[check] ") and "--topology=v5e-16" in dry.stdout
+    assert gcloud_log(fake_env) == []
+    with pytest.raises(launch_tpu.LaunchError, match="the ahead-of-time check failed .exit 1"):
+        launch_tpu.run_aot_check([sys.executable, "-c", "raise SystemExit(1)"], "v5litepod-16")
+    with pytest.raises(launch_tpu.LaunchError, match="no ahead-of-time check for v3-8"):
+        launch_tpu.aot_topology("v3-8")
