@@ -11,12 +11,14 @@ from moejax.errors import ConfigError
 from moejax.parallel.tpu_chips import CHIPS, parse_topology
 
 HLO = """
+ENTRY %main () -> f32[4,16] {
   %all-to-all.3 = bf16[4,8,128]{2,1,0} all-to-all(bf16[4,8,128]{2,1,0} %x), dimensions={0}
   %all-reduce-start.1 = (f32[10]{0}, f32[20]{0}) all-reduce-start(f32[10]{0} %a, f32[20]{0} %b)
   %all-reduce-done.1 = (f32[10]{0}, f32[20]{0}) all-reduce-done(%all-reduce-start.1)
   %ag = f32[4,16]{1,0} all-gather(f32[1,16]{1,0} %y), dimensions={0}
   %rag = bf16[64,32]{1,0} ragged-all-to-all(bf16[64,32]{1,0} %p, bf16[64,32]{1,0} %o, ...)
-  %add = f32[4,16]{1,0} add(%ag, %ag)
+  ROOT %add = f32[4,16]{1,0} add(%ag, %ag)
+}
 """
 
 

@@ -6,7 +6,7 @@ on timings.
 
 import math
 
-from moejax.parallel.collectives import collectives, executions, parse_collectives, summarize
+from experiments.benchmarks.collectives import collectives, executions, parse_collectives, summarize
 from moejax.plan import expert_capacity
 
 

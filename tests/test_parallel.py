@@ -16,7 +16,7 @@ from jax.sharding import PartitionSpec as P
 
 from moejax import ConfigError, MoeConfig, MoeLayer
 from moejax.parallel import MeshConfig, logical_to_spec, make_mesh, shard_model
-from moejax.parallel.collectives import collectives
+from experiments.benchmarks.collectives import collectives
 from moejax.plan import expert_capacity
 
 D, B, L = 16, 8, 32

@@ -5,7 +5,6 @@ memory against HBM, FLOPs, the collectives of the compiled program and a rooflin
 from __future__ import annotations
 
 import math
-import re
 import time
 from typing import Any, Dict
 
@@ -15,19 +14,11 @@ from flax import nnx
 from jax.experimental import topologies
 
 from experiments.benchmarks import train_setup
+from experiments.benchmarks.collectives import parse_collectives, summarize
 from moejax.errors import ConfigError, first_line
 from moejax.parallel import MeshConfig
 from moejax.parallel.tpu_chips import parse_topology
 from moejax.checkpoints.store import StderrHeld
-
-COLLECTIVES = ("all-to-all", "ragged-all-to-all", "all-reduce", "all-gather",
-               "reduce-scatter", "collective-permute")
-_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
-                "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8}
-_SHAPE = re.compile(r"\b([a-z]+\d*)\[([\d,]*)\]")
-_OP = re.compile(r"=\s*(\(?[^=]*?\)?)\s+(" + "|".join(
-    re.escape(c) for c in sorted(COLLECTIVES, key=len, reverse=True)) + r")(-start)?\(")
-
 
 def tpu_devices(chip, shape):
     """The devices of a slice of `chip` with chip grid `shape` (no TPU needed). libtpu's
@@ -46,28 +37,13 @@ def tpu_devices(chip, shape):
                               ) from None
 
 
-def shape_bytes(text: str) -> int:
-    """Bytes of every array shape in an HLO result type ('bf16[8,128]' or a tuple of them)."""
-    total = 0
-    for dtype, dims in _SHAPE.findall(text):
-        if dtype in _DTYPE_BYTES:
-            total += _DTYPE_BYTES[dtype] * math.prod(int(d) for d in dims.split(",") if d)
-    return total
-
-
 def collectives(hlo_text: str) -> Dict[str, Dict[str, int]]:
-    """{kind: {"count", "bytes"}} of the collective ops in a compiled (per-device) HLO module;
-    bytes are each op's result size (async ops are counted at their -start). An op inside a
-    loop (layers under nnx.scan) is counted once, not once per iteration."""
-    found: Dict[str, Dict[str, int]] = {}
-    for line in hlo_text.splitlines():
-        match = _OP.search(line)
-        if not match:
-            continue
-        entry = found.setdefault(match.group(2), {"count": 0, "bytes": 0})
-        entry["count"] += 1
-        entry["bytes"] += shape_bytes(match.group(1))
-    return found
+    """{kind: {"count", "bytes"}} of the collectives that one device runs per step: every
+    instruction of the compiled HLO times the runs of its computation (a loop body, e.g.
+    layers under nnx.scan, once per iteration; experiments/benchmarks/collectives.py), bytes
+    its result's size (async ops at their -start); kinds that move nothing are left out."""
+    return {op: {"count": v["ops"], "bytes": v["bytes"]}
+            for op, v in summarize(parse_collectives(hlo_text)).items() if v["ops"]}
 
 
 def sharded_bytes(tree) -> int:
@@ -86,9 +62,9 @@ def sharded_bytes(tree) -> int:
 def analyse(config, topology: str, log=print) -> Dict[str, Any]:
     """Compiles config's train step for `topology`; returns the figures (see the module doc).
 
-    With model.scan_layers (the default) XLA's cost analysis and the collective census count
-    the scanned layer body once: FLOPs, HBM traffic, collectives and so the prediction are
-    then lower bounds (`scanned` in the figures). --config.model.scan_layers=False unrolls the
+    With model.scan_layers (the default) XLA's cost analysis counts the scanned layer body
+    once: FLOPs, HBM traffic and so the prediction are then lower bounds (`scanned` in the
+    figures); the collective census multiplies loop bodies by their trip counts. --config.model.scan_layers=False unrolls the
     layers and makes them whole, at a longer compile."""
     chip, shape = parse_topology(topology)
     devices = tpu_devices(chip, shape)
@@ -161,8 +137,8 @@ def report(figures: Dict[str, Any]) -> str:
         f"+ collectives {p['collective_seconds'] * 1e3:.1f} ms; MFU "
         + ("n/a" if p["mfu"] is None else f"{100 * p['mfu']:.0f}%"))
     if figures["scanned"]:
-        lines.append("NOTE: layers are scanned, so FLOPs, HBM traffic, collectives and the "
-                     "prediction count one layer body once (lower bounds); "
-                     "--config.model.scan_layers=False counts every layer")
+        lines.append("NOTE: layers are scanned, so XLA's FLOPs and HBM traffic, and the "
+                     "prediction, count one layer body once (lower bounds; the collectives "
+                     "count every layer); --config.model.scan_layers=False counts every layer")
     lines.append(f"(compiled in {figures['compile_seconds']:.0f} s)")
     return "\n".join(lines)

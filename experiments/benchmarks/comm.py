@@ -4,7 +4,7 @@ The train step (forward, backward, optimizer update) of a tiny config is compile
 devices (virtual CPU devices here; from shapes only: the compiled program is read, nothing
 runs) for
 meshes data × expert, and every collective of its HLO is counted with the times it runs
-(moejax.parallel.collectives: a loop body, such as the scanned layers, counts once per
+(experiments.benchmarks.collectives: a loop body, such as the scanned layers, counts once per
 iteration). Per collective kind: executed ops and bytes (one device's result per op).
 
 Minimum all-to-all traffic of a capacity-based MoE layer: its [G, E, C, D] expert buffer is
@@ -26,7 +26,7 @@ from experiments.benchmarks import train_setup
 from experiments.benchmarks.table import Table
 from moejax.models import ffn_pattern
 from moejax.parallel import MeshConfig
-from moejax.parallel.collectives import parse_collectives, summarize
+from experiments.benchmarks.collectives import parse_collectives, summarize
 from moejax.parallel.mesh import batch_shards
 from moejax.plan import expert_capacity
 from moejax.routing import routing_k

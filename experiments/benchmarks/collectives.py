@@ -1,7 +1,7 @@
 """The collectives of a compiled XLA program, read from its HLO text (`compiled.as_text()`).
 
-What tests and benchmarks use to check that a sharded program communicates what the plan
-says and nothing more:
+What tests and benchmarks (comm, aot) use to check that a sharded program communicates what the
+plan says and nothing more:
 
     parse_collectives(hlo)  every collective instruction: op, result shapes (element type and
                             count), bytes, devices per group, and how many times it runs per
@@ -28,13 +28,14 @@ import math
 import re
 from typing import Dict, List, Optional, Tuple
 
-OPS = ("all-to-all", "all-reduce", "all-gather", "reduce-scatter", "collective-permute")
+OPS = ("all-to-all", "ragged-all-to-all", "all-reduce", "all-gather", "reduce-scatter",
+       "collective-permute")
 ITEM_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
               "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
 
 _TYPES = "|".join(sorted(ITEM_BYTES, key=len, reverse=True))
 _INSTRUCTION = re.compile(r"\s*(?:ROOT )?%(\S+) = ((?:[^\"=]|/\*index=\d+\*/)+?) ("
-                          + "|".join(OPS) + r")(-start)?\(")
+                          + "|".join(sorted(OPS, key=len, reverse=True)) + r")(-start)?\(")
 _SHAPE = re.compile(r"\b(" + _TYPES + r")\[([\d,]*)\]")
 _COMPUTATION = re.compile(r"^(?:ENTRY )?%(\S+) .*\{\s*$")
 _CALLEES = re.compile(r"\b(?:calls|to_apply|body|condition|true_computation|"
