@@ -351,10 +351,14 @@ def test_gate_cache_key_ignores_options_added_at_their_defaults():
     from experiments.recipes.gate import regime_key
     before = {"model": {"d_ff": 256}, "train": {"num_steps": 1200}}
     same = {"model": {"d_ff": 256, "remat": "none"},
-            "train": {"num_steps": 1200, "grad_accum_steps": 1}}
+            "train": {"num_steps": 1200, "grad_accum_steps": 1, "profile_steps": ""},
+            "logging": {"wandb_project": "", "wandb_mode": "online"}}
     other = {"model": {"d_ff": 256, "remat": "full"}, "train": {"num_steps": 1200}}
     assert regime_key(json.dumps(before)) == regime_key(json.dumps(same))
     assert regime_key(json.dumps(before)) != regime_key(json.dumps(other))
+    logged = json.loads(json.dumps(same))
+    logged["logging"]["wandb_project"] = "p"
+    assert regime_key(json.dumps(before)) != regime_key(json.dumps(logged))
 
 
 def test_describe_lists_arms_runs_and_size():

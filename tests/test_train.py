@@ -242,3 +242,45 @@ def test_plots_of_a_run_with_one_train_record(tmp_path):
     assert fig.axes[0].get_ylim()[1] < 3.0                                # 6.3 is off the axis
     plt.close(fig)
     assert len(plots.plot_run(str(tmp_path), ["encoder layer 1", "decoder layer 1"])) == 2
+
+
+def test_wandb_writer_gets_every_record_offline(data_dir, tmp_path, monkeypatch):
+    """logging.wandb_project: each train and eval record goes to the W&B run (offline mode
+    here), per-layer values by layer name; without wandb installed, one line before training.
+    wandb is not installed in the test environment: a recording stand-in takes its place."""
+    import importlib.util
+    import types
+    from moejax.train import wandb_log
+    calls = {"init": [], "log": [], "finish": 0}
+
+    class Run:
+        def log(self, values, step):
+            calls["log"].append((step, values))
+
+        def finish(self):
+            calls["finish"] += 1
+
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kwargs: calls["init"].append(kwargs) or Run()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "wandb" else real_find_spec(name, *a))
+    config = micro("glam", data_dir, steps=2)
+    config.logging.update(wandb_project="moejax-test", wandb_mode="offline")
+    trainer.train_and_evaluate(config, str(tmp_path))
+    (init,) = calls["init"]
+    assert init["project"] == "moejax-test" and init["mode"] == "offline"
+    assert init["config"]["train"]["num_steps"] == 2 and init["dir"] == str(tmp_path)
+    records = read_log(str(tmp_path))
+    assert [step for step, _ in calls["log"]] == [r["step"] for r in records]
+    step, values = calls["log"][1]                                     # the step-1 train record
+    assert values["train/loss"] == pytest.approx(records[1]["loss"])
+    assert values["train/moe/dropped_fraction/decoder_layer_1"] == pytest.approx(
+        records[1]["moe/dropped_fraction"][0])
+    assert calls["finish"] == 1
+    monkeypatch.setattr(importlib.util, "find_spec", real_find_spec)
+    monkeypatch.delitem(sys.modules, "wandb")
+    if real_find_spec("wandb") is None:
+        with pytest.raises(ConfigError, match="needs wandb: pip install wandb"):
+            wandb_log.validate(config.logging)

@@ -105,7 +105,9 @@ def gate_runs(backbone: str, size: str, common: Mapping[str, Any]) -> Dict[str, 
 # Config fields added since gate caches were first written: at these defaults they stay out of
 # the key, so a regime's cached runs still match after moejax gained the option.
 ADDED_FIELDS = {("model", "remat"): "none", ("train", "grad_accum_steps"): 1,
-                ("train", "profile_steps"): ""}
+                ("train", "profile_steps"): "", ("logging", "wandb_project"): "",
+                ("logging", "wandb_mode"): "online"}
+ADDED_SECTIONS = ("logging",)          # dropped from the key too once all their fields are
 
 
 def regime_key(config_json: str) -> str:
@@ -115,6 +117,9 @@ def regime_key(config_json: str) -> str:
     for (section, field), default in ADDED_FIELDS.items():
         if config.get(section, {}).get(field, default) == default:
             config.get(section, {}).pop(field, None)
+    for section in ADDED_SECTIONS:
+        if config.get(section, None) == {}:
+            config.pop(section)
     canonical = json.dumps(config, sort_keys=True)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 

@@ -18,6 +18,7 @@ from moejax.errors import check
 from moejax.models.config import ModelConfig, ffn_pattern
 from moejax.parallel.mesh import MeshConfig
 from moejax.train import optimizer
+from moejax.train import wandb_log
 from moejax.train.profile import parse_steps
 
 ARCH_OBJECTIVES = {"decoder": "causal_lm", "encoder_decoder": "span_corruption"}
@@ -62,6 +63,8 @@ def base_config() -> ml_collections.ConfigDict:
         eval_encoder_information=False,
         # "START:END": a jax.profiler trace of those steps in WORKDIR/profile (train/profile.py)
         profile_steps=""))
+    # an optional Weights & Biases writer beside metrics.jsonl and TensorBoard (wandb_log.py)
+    config.logging = ml_collections.ConfigDict(dict(wandb_project="", wandb_mode="online"))
     return config
 
 
@@ -83,6 +86,7 @@ def resolve(config, vocab_size: int) -> ModelConfig:
                  "keep_checkpoints"):
         check(isinstance(t[name], int) and t[name] >= 1, f"train.{name}={t[name]!r} must be an integer >= 1")
     parse_steps(t.get("profile_steps", ""))
+    wandb_log.validate(config.get("logging", {}))
     check(t.z_loss >= 0, f"train.z_loss={t.z_loss!r} must be >= 0")
     n = t.get("grad_accum_steps", 1)
     check(isinstance(n, int) and not isinstance(n, bool) and n >= 1

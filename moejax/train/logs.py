@@ -33,9 +33,12 @@ class MetricsLog:
     recomputed) are dropped so the log holds each step once.
     """
 
-    def __init__(self, workdir: str, resume_step: int = 0, layer_names: Sequence[str] = ()):
+    def __init__(self, workdir: str, resume_step: int = 0, layer_names: Sequence[str] = (),
+                 extra=None):
         """layer_names: the MoE layers in the order of their stats ('decoder layer 1', ...;
-        models.config.moe_layer_names), which name their TensorBoard tags."""
+        models.config.moe_layer_names), which name their TensorBoard tags. extra: another
+        writer with log(record) and close() (wandb_log.WandbWriter), or None."""
+        self.extra = extra
         self.tags = [name.replace(" ", "_") for name in layer_names]
         self.path = epath.Path(workdir) / "metrics.jsonl"
         self.remote = is_remote(workdir)
@@ -51,6 +54,8 @@ class MetricsLog:
     def write(self, step: int, split: str, metrics: Mapping[str, Any]) -> Dict[str, Any]:
         record = {"step": int(step), "split": split,
                   **{k: to_python(v) for k, v in metrics.items()}}
+        if self.extra is not None:
+            self.extra.log(record)
         line = json.dumps(record) + "\n"
         self.lines.append(line)
         if self.remote:                          # object stores rewrite instead of appending
@@ -91,6 +96,8 @@ class MetricsLog:
 
     def close(self) -> None:
         self.tb.close()
+        if self.extra is not None:
+            self.extra.close()
 
 
 class NoLog:

@@ -38,6 +38,7 @@ from moejax.train.mesh import describe, training_mesh
 from moejax.train.optimizer import learning_rate_schedule, make_optimizer
 from moejax.train.profile import StepProfiler
 from moejax.train.throughput import StepTimer, peak_flops, rates
+from moejax.train.wandb_log import WandbWriter
 from moejax.train.evaluation import evaluate
 from moejax.train.step import train_step
 from moejax.train.stop import STOP
@@ -129,8 +130,12 @@ def _train(config, workdir: str, model_cfg, mesh, checkpoints: Checkpointer) -> 
         data_state, _ = checkpoints.restore(step, model, optimizer)
         train_data.set_state(data_state)
         Progress.show(f"resumed from {checkpoints.directory}/{step}")
-    log = (MetricsLog(workdir, resume_step=step, layer_names=moe_layer_names(model_cfg))
-           if jax.process_index() == 0 else NoLog())
+    log = NoLog()
+    if jax.process_index() == 0:
+        names = moe_layer_names(model_cfg)
+        wandb = (WandbWriter(workdir, config.logging, config.to_json_best_effort(), names)
+                 if config.get("logging", {}).get("wandb_project") else None)
+        log = MetricsLog(workdir, resume_step=step, layer_names=names, extra=wandb)
     if jax.process_index() == 0:
         run_config.write(workdir, config)
     batch_tokens = config.data.batch_size * config.data.seq_length
