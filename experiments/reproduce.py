@@ -41,7 +41,7 @@ from absl import flags, logging
 
 from experiments import cli
 from experiments.recipes import RECIPES, load, runs
-from experiments.recipes.recipe import run_recipe
+from experiments.recipes.recipe import describe, run_recipe
 from moejax.errors import ConfigError
 
 _PAPER = flags.DEFINE_enum("paper", None, RECIPES + ("list",), "Which reproduction to run.")
@@ -62,29 +62,6 @@ _GATE_CACHE = flags.DEFINE_string("gate_cache", None, "Where the gate's runs are
 _DESCRIBE = flags.DEFINE_bool("describe", False, "Print what --paper=NAME runs (arms, steps, "
                                "seeds, runs, measured time) and exit.")
 flags.mark_flag_as_required("paper")
-
-
-def describe(recipe, size: str) -> str:
-    """What --paper=NAME would run: claim, arms, size, steps, seeds, runs and measured time."""
-    config_size = dict(recipe.sizes).get(size, size)
-    arms = recipe.arms(config_size)
-    steps = recipe.tiny_steps if runs.is_tiny(size) else "each config's train.num_steps"
-    per_arm = [len(a.seeds or recipe.seeds) for a in arms]
-    lines = [f"{recipe.name}: {recipe.title}", f"paper: {recipe.paper}",
-             f"claim: {recipe.claim}",
-             f"size: {size}" + (f" (configs at size {config_size})" if config_size != size
-                                else ""),
-             f"steps per run: {steps}; seeds: {', '.join(map(str, recipe.seeds))}",
-             f"arms ({sum(per_arm)} runs, plus the validity gate's 2 unless cached):"]
-    lines += [f"  {a.label:28s} {a.spec}" + (f" + {len(a.overrides)} overrides"
-                                              if a.overrides else "") for a in arms]
-    if recipe.timed:
-        lines.append("timed: arms train one at a time on an otherwise idle machine")
-    if runs.is_tiny(size):
-        lines.append("measured time on a 2-core CPU: " + (
-            f"{recipe.tiny_minutes[0]:.0f} minutes ({recipe.tiny_minutes[1]})"
-            if recipe.tiny_minutes else "not measured in the current regime"))
-    return "\n".join(lines)
 
 
 def main(argv):

@@ -16,17 +16,15 @@ loss_vs_time.png and expert_load.png.
 
 from __future__ import annotations
 
-import csv
 import glob
-import json
 import os
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
 
 from absl import flags
 
 from experiments import cli
 from experiments.recipes import report, summary
+from experiments.recipes.summary import find_runs, group_runs
 from moejax.errors import ConfigError, check
 
 _RUNS = flags.DEFINE_list("runs", None, "Workdirs (or directories holding runs), comma-separated.")
@@ -35,59 +33,6 @@ _OUT = flags.DEFINE_string("out", None, "Also write table.md, table.csv and the 
 _TARGET = flags.DEFINE_float("target_loss", None, "Validation loss for 'steps to target' "
                              "(default: the worst final loss, which every row reached).")
 _TITLE = flags.DEFINE_string("title", "Runs", "Title of table.md.")
-
-LOG = "metrics.jsonl"
-
-
-def find_runs(paths: Sequence[str]) -> List[str]:
-    """Every run directory at or below `paths`, in the order given (then sorted below each)."""
-    found: List[str] = []
-    for path in paths:
-        check(os.path.isdir(path), f"{path} is not a directory")
-        if os.path.exists(os.path.join(path, LOG)):
-            below = [path]
-        else:
-            below = sorted(root for root, _, files in os.walk(path) if LOG in files)
-        check(bool(below), f"{path} holds no run (no {LOG} in it or below it)")
-        found += [d for d in below if d not in found]
-    return found
-
-
-def group_runs(directories: Sequence[str]) -> Tuple[Dict[Tuple[str, int], str], List[str]]:
-    """({(label, seed): directory}, labels in first-seen order): seeds of one compare or
-    reproduce arm share their spec.json label (within one parent directory); other runs are
-    labelled by their path."""
-    grouped: Dict[Tuple[str, int], str] = {}
-    labels: List[str] = []
-    for directory in directories:
-        label, seed = _arm(directory)
-        if (label, seed) in grouped:                     # the same arm name in two comparisons
-            label, seed = directory, 0
-        grouped[label, seed] = directory
-        if label not in labels:
-            labels.append(label)
-    return grouped, labels
-
-
-def _arm(directory: str) -> Tuple[str, int]:
-    path = os.path.join(directory, "spec.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            spec = json.load(f)
-        parent = os.path.dirname(os.path.dirname(os.path.normpath(directory)))
-        return f"{spec['label']} ({os.path.basename(parent)})", int(spec["seed"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return directory, 0
-
-
-def write_csv(summaries: Sequence[summary.Summary], target: Optional[float], path: str) -> str:
-    """The Markdown table's cells as CSV (the same columns and formatting)."""
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["run"] + [h for h, _ in report.STANDARD_COLUMNS])
-        for s in summaries:
-            writer.writerow([s.label] + [cell(s, target) for _, cell in report.STANDARD_COLUMNS])
-    return path
 
 
 def main(argv):
@@ -113,7 +58,7 @@ def main(argv):
         markdown = report.write_report(
             _OUT.value, _TITLE.value, summaries, target, command, filename="table.md",
             target_note="given" if _TARGET.value is not None else report.DEFAULT_TARGET_NOTE)
-        csv_path = write_csv(summaries, target, os.path.join(_OUT.value, "table.csv"))
+        csv_path = report.write_csv(summaries, target, os.path.join(_OUT.value, "table.csv"))
         print(f"wrote {markdown}, {csv_path} and the plots")
 
 

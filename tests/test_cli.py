@@ -78,3 +78,29 @@ def test_steps_sets_num_steps_and_refuses_a_disagreeing_override(monkeypatch):
         cli.apply_steps(config, 30)
     with pytest.raises(ConfigError, match="--steps=0 must be >= 1"):
         cli.apply_steps(config, 0)
+
+
+def test_no_test_module_imports_a_command_with_flags():
+    """Commands define absl flags when imported, and two that both define --workdir cannot be
+    imported in one test process: tests import the commands' libraries instead (the launcher,
+    whose test drives it in-process, is the one exception)."""
+    import ast
+    import glob
+    commands = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "experiments",
+                                                                           "*.py"))
+                if "DEFINE_" in open(p, encoding="utf-8").read()}
+    found = []
+    for path in glob.glob(os.path.join(ROOT, "tests", "test_*.py")):
+        tree = ast.parse(open(path, encoding="utf-8").read())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module == "experiments":
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    "experiments."):
+                names = [node.module.split(".")[1]]
+            elif isinstance(node, ast.Import):
+                names = [a.name.split(".")[1] for a in node.names
+                         if a.name.startswith("experiments.")]
+            found += [(os.path.basename(path), n) for n in names if n in commands]
+    assert set(found) <= {("test_launch.py", "launch_tpu")}, found

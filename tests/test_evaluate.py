@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from experiments.evaluate import evaluate_checkpoint, split_overrides
+from experiments.checkpoint_eval import evaluate_checkpoint, split_overrides
 from moejax.errors import ConfigError
 from moejax.train import trainer
 from moejax.train.logs import read_log

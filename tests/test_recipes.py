@@ -362,8 +362,7 @@ def test_gate_cache_key_ignores_options_added_at_their_defaults():
 
 
 def test_describe_lists_arms_runs_and_size():
-    from experiments.reproduce import describe
-    text = describe(load("switch"), "tiny")
+    text = recipe_lib.describe(load("switch"), "tiny")
     assert "size: tiny (configs at size tiny_lm)" in text
     assert "steps per run: 1200; seeds: 0, 1, 2" in text
     assert "arms (15 runs, plus the validity gate's 2 unless cached):" in text

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from experiments import config_files
-from experiments.sample import decode_text, encode_prompt
+from experiments.prompts import decode_text, encode_prompt
 from moejax.data.tokenizers import ByteTokenizer
 from moejax.train import trainer
 from test_train import ROOT, micro

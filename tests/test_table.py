@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import table
 from experiments.recipes import report, summary
 from moejax.errors import ConfigError
 
@@ -43,7 +42,7 @@ def test_table_rows_equal_the_runs_logs(tmp_path):
     b = fake_run(tmp_path / "b", [6.0, 3.5, 2.75])
     arm = [fake_run(tmp_path / "cmp" / "moe" / f"seed_{s}", [6.0, 3.0, f], seed=s,
                     label="moe") for s, f in ((0, 2.0), (1, 2.2))]
-    directories, labels = table.group_runs(table.find_runs([a, b, str(tmp_path / "cmp")]))
+    directories, labels = summary.group_runs(summary.find_runs([a, b, str(tmp_path / "cmp")]))
     assert labels == [a, b, "moe (cmp)"]
     assert directories[("moe (cmp)", 1)] == arm[1]
     summaries = summary.summarize(directories, labels)
@@ -57,7 +56,7 @@ def test_table_rows_equal_the_runs_logs(tmp_path):
     assert [c[3] for c in cells[:2]] == ["15", "20"]
     # tokens/s from config.json's 4 × 32 tokens a step: 10 steps per 2 s
     assert cells[0][5] == f"{4 * 32 * 10 / 2.0:.0f}"
-    table.write_csv(summaries, target, str(tmp_path / "t.csv"))
+    report.write_csv(summaries, target, str(tmp_path / "t.csv"))
     with open(tmp_path / "t.csv", encoding="utf-8") as f:
         assert [row[2] for row in csv.reader(f)][1:] == [c[2] for c in cells]
 
@@ -65,9 +64,9 @@ def test_table_rows_equal_the_runs_logs(tmp_path):
 def test_bad_paths_are_one_line(tmp_path):
     os.makedirs(tmp_path / "empty")
     with pytest.raises(ConfigError, match="holds no run"):
-        table.find_runs([str(tmp_path / "empty")])
+        summary.find_runs([str(tmp_path / "empty")])
     with pytest.raises(ConfigError, match="is not a directory"):
-        table.find_runs([str(tmp_path / "missing")])
+        summary.find_runs([str(tmp_path / "missing")])
 
 
 def test_the_command_writes_table_csv_and_plots(tmp_path):

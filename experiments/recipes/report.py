@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from typing import Callable, List, Optional, Sequence, Tuple
 
@@ -187,4 +188,14 @@ def write_report(directory: str, title: str, summaries: Sequence[Summary],
     path = os.path.join(directory, filename)
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n\n".join(p for p in parts if p) + "\n")
+    return path
+
+
+def write_csv(summaries: Sequence[Summary], target: Optional[float], path: str) -> str:
+    """The Markdown table's cells as CSV (the same columns and formatting)."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run"] + [h for h, _ in STANDARD_COLUMNS])
+        for s in summaries:
+            writer.writerow([s.label] + [cell(s, target) for _, cell in STANDARD_COLUMNS])
     return path

@@ -28,6 +28,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from experiments.recipes.runs import is_diverged
+from moejax.errors import check
 from moejax.train import run_config
 from moejax.train.logs import read_log
 
@@ -234,3 +235,47 @@ def default_target(summaries: Sequence[Summary]) -> Optional[float]:
     of any arm."""
     finals = [r.final_loss for s in summaries for r in s.stable if r.final_loss is not None]
     return max(finals) if finals else None
+
+
+RUN_LOG = "metrics.jsonl"
+
+
+def find_runs(paths: Sequence[str]) -> List[str]:
+    """Every run directory (one with a metrics.jsonl) at or below `paths`, in the order given (then sorted below each)."""
+    found: List[str] = []
+    for path in paths:
+        check(os.path.isdir(path), f"{path} is not a directory")
+        if os.path.exists(os.path.join(path, RUN_LOG)):
+            below = [path]
+        else:
+            below = sorted(root for root, _, files in os.walk(path) if RUN_LOG in files)
+        check(bool(below), f"{path} holds no run (no {RUN_LOG} in it or below it)")
+        found += [d for d in below if d not in found]
+    return found
+
+
+def group_runs(directories: Sequence[str]) -> Tuple[Dict[Tuple[str, int], str], List[str]]:
+    """({(label, seed): directory}, labels in first-seen order): seeds of one compare or
+    reproduce arm share their spec.json label (within one parent directory); other runs are
+    labelled by their path."""
+    grouped: Dict[Tuple[str, int], str] = {}
+    labels: List[str] = []
+    for directory in directories:
+        label, seed = _arm(directory)
+        if (label, seed) in grouped:                     # the same arm name in two comparisons
+            label, seed = directory, 0
+        grouped[label, seed] = directory
+        if label not in labels:
+            labels.append(label)
+    return grouped, labels
+
+
+def _arm(directory: str) -> Tuple[str, int]:
+    path = os.path.join(directory, "spec.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            spec = json.load(f)
+        parent = os.path.dirname(os.path.dirname(os.path.normpath(directory)))
+        return f"{spec['label']} ({os.path.basename(parent)})", int(spec["seed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return directory, 0
