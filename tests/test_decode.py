@@ -26,8 +26,7 @@ def micro_model(family, **overrides):
 @pytest.mark.parametrize("family, overrides", [
     ("glam", {"moe.eval_capacity_factor": 8.0}),         # capacity: no drops at this factor
     ("mixtral", {}),                                       # dropless, SwiGLU, RoPE
-    ("deepseek_v3", {"moe.hidden_dim": 16, "moe.shared_hidden_dim": 16}),
-], ids=["glam", "mixtral", "deepseek_v3"])
+], ids=["glam", "mixtral"])
 def test_decoder_incremental_logits_equal_the_full_pass(family, overrides):
     model = micro_model(family, **overrides)
     tokens = jax.random.randint(jax.random.key(1), (2, 12), 3, 300)
@@ -54,12 +53,13 @@ def test_encoder_decoder_incremental_logits_equal_the_full_pass():
 
 
 def test_greedy_generation_continues_with_the_full_pass_argmax():
+    """5 prompt tokens and 7 new ones: the shapes of the glam test above (compiled once)."""
     model = micro_model("glam", **{"moe.eval_capacity_factor": 8.0})
-    prompt = jax.random.randint(jax.random.key(4), (1, 4), 3, 300)
-    new = decode.generate(model, prompt, 5, jax.random.key(0), temperature=0.0)
+    prompt = jax.random.randint(jax.random.key(4), (2, 5), 3, 300)
+    new = decode.generate(model, prompt, 7, jax.random.key(0), temperature=0.0)
     sequence = jnp.concatenate([prompt, new], axis=1)
     full, _ = model(sequence, deterministic=True)
-    np.testing.assert_array_equal(new[0], jnp.argmax(full[0, 3:-1], axis=-1))
+    np.testing.assert_array_equal(new, jnp.argmax(full[:, 4:-1], axis=-1))
 
 
 def test_top_k_draws_only_the_k_most_likely():

@@ -173,33 +173,42 @@ def test_empty_batch_looks_like_a_real_batch_of_padding(family, data_dir):
         assert not empty[key].any()
 
 
-def test_profile_steps_write_a_trace(data_dir, tmp_path):
-    """train.profile_steps='2:3': a jax.profiler trace (xplane.pb) in W/profile; a malformed
-    range is one ConfigError before anything runs."""
-    config = micro("glam", data_dir, steps=3, profile_steps="2:3")
-    trainer.train_and_evaluate(config, str(tmp_path))
-    traces = [f for _, _, files in os.walk(tmp_path / "profile") for f in files
-              if f.endswith(".xplane.pb")]
-    assert traces
-    for bad in ("3:2", "0:2", "5", "a:b"):
-        with pytest.raises(ConfigError, match="train.profile_steps"):
-            trainer.train_and_evaluate(micro("glam", data_dir, profile_steps=bad),
-                                       str(tmp_path / "bad"))
-    assert not os.path.exists(tmp_path / "bad" / "checkpoints")
-
-
-def test_train_records_carry_rate_step_time_and_flops(data_dir, tmp_path):
-    """learning_rate is the rate of that update (cosine warm-up over 2 steps from 0 to 0.01,
-    by hand: 0, 0.005, 0.01 for updates 1, 2, 3); step time and rates appear from step 2 on
-    (step 1 compiles, so it is not timed) and agree with each other; no MFU on CPU."""
+def test_a_run_logs_rates_writes_a_profile_and_feeds_wandb(data_dir, tmp_path, monkeypatch):
+    """One micro run (3 steps) checks what a run records besides its losses:
+    - learning_rate is the rate of that update (cosine warm-up over 2 steps from 0 to 0.01,
+      by hand: 0, 0.005, 0.01 for updates 1, 2, 3); step time and rates appear from step 2 on
+      (step 1 compiles, so it is not timed) and agree with each other; no MFU on CPU;
+    - train.profile_steps='2:3' leaves a jax.profiler trace (xplane.pb) in W/profile;
+    - logging.wandb_project sends each record to the W&B run (offline mode here), per-layer
+      values by layer name. wandb is not installed in the test environment: a recording
+      stand-in takes its place."""
+    import importlib.util
+    import types
     from moejax.data import make_tokenizer
     from moejax.models import init_model
     from moejax.models.flops import train_flops_per_example
     from moejax.train.config import resolve
-    config = micro("glam", data_dir, steps=3)
+    calls = {"init": [], "log": [], "finish": 0}
+
+    class Run:
+        def log(self, values, step):
+            calls["log"].append((step, values))
+
+        def finish(self):
+            calls["finish"] += 1
+
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kwargs: calls["init"].append(kwargs) or Run()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "wandb" else real_find_spec(name, *a))
+    config = micro("glam", data_dir, steps=3, profile_steps="2:3")
     config.optimizer.update(schedule="cosine", warmup_steps=2, learning_rate=0.01)
+    config.logging.update(wandb_project="moejax-test", wandb_mode="offline")
     trainer.train_and_evaluate(config, str(tmp_path))
-    train = [r for r in read_log(str(tmp_path)) if r["split"] == "train"]
+    records = read_log(str(tmp_path))
+    train = [r for r in records if r["split"] == "train"]
     assert [r["learning_rate"] for r in train] == pytest.approx([0.0, 0.005, 0.01])
     assert "step_seconds" not in train[0]
     cfg = resolve(config, make_tokenizer(config.data).vocab_size)
@@ -209,6 +218,32 @@ def test_train_records_carry_rate_step_time_and_flops(data_dir, tmp_path):
         assert r["tokens_per_second"] == pytest.approx(rows * length / r["step_seconds"])
         assert r["model_flops_per_second"] == pytest.approx(flops / r["step_seconds"])
         assert "mfu" not in r
+    traces = [f for _, _, files in os.walk(tmp_path / "profile") for f in files
+              if f.endswith(".xplane.pb")]
+    assert traces
+    (init,) = calls["init"]
+    assert init["project"] == "moejax-test" and init["mode"] == "offline"
+    assert init["config"]["train"]["num_steps"] == 3 and init["dir"] == str(tmp_path)
+    assert [step for step, _ in calls["log"]] == [r["step"] for r in records]
+    step, values = calls["log"][1]                                     # the step-1 train record
+    assert values["train/loss"] == pytest.approx(records[1]["loss"])
+    assert values["train/moe/dropped_fraction/decoder_layer_1"] == pytest.approx(
+        records[1]["moe/dropped_fraction"][0])
+    assert calls["finish"] == 1
+
+
+def test_bad_profile_steps_and_a_missing_wandb_are_one_line(data_dir, tmp_path):
+    import importlib.util
+    for bad in ("3:2", "0:2", "5", "a:b"):
+        with pytest.raises(ConfigError, match="train.profile_steps"):
+            trainer.train_and_evaluate(micro("glam", data_dir, profile_steps=bad),
+                                       str(tmp_path / "bad"))
+    assert not os.path.exists(tmp_path / "bad" / "checkpoints")
+    if importlib.util.find_spec("wandb") is None:
+        config = micro("glam", data_dir)
+        config.logging.wandb_project = "p"
+        with pytest.raises(ConfigError, match="needs wandb: pip install wandb"):
+            trainer.train_and_evaluate(config, str(tmp_path / "nowandb"))
 
 
 def test_progress_line_uses_the_timed_step_not_the_wall_clock():
@@ -242,45 +277,3 @@ def test_plots_of_a_run_with_one_train_record(tmp_path):
     assert fig.axes[0].get_ylim()[1] < 3.0                                # 6.3 is off the axis
     plt.close(fig)
     assert len(plots.plot_run(str(tmp_path), ["encoder layer 1", "decoder layer 1"])) == 2
-
-
-def test_wandb_writer_gets_every_record_offline(data_dir, tmp_path, monkeypatch):
-    """logging.wandb_project: each train and eval record goes to the W&B run (offline mode
-    here), per-layer values by layer name; without wandb installed, one line before training.
-    wandb is not installed in the test environment: a recording stand-in takes its place."""
-    import importlib.util
-    import types
-    from moejax.train import wandb_log
-    calls = {"init": [], "log": [], "finish": 0}
-
-    class Run:
-        def log(self, values, step):
-            calls["log"].append((step, values))
-
-        def finish(self):
-            calls["finish"] += 1
-
-    fake = types.ModuleType("wandb")
-    fake.init = lambda **kwargs: calls["init"].append(kwargs) or Run()
-    monkeypatch.setitem(sys.modules, "wandb", fake)
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: object() if name == "wandb" else real_find_spec(name, *a))
-    config = micro("glam", data_dir, steps=2)
-    config.logging.update(wandb_project="moejax-test", wandb_mode="offline")
-    trainer.train_and_evaluate(config, str(tmp_path))
-    (init,) = calls["init"]
-    assert init["project"] == "moejax-test" and init["mode"] == "offline"
-    assert init["config"]["train"]["num_steps"] == 2 and init["dir"] == str(tmp_path)
-    records = read_log(str(tmp_path))
-    assert [step for step, _ in calls["log"]] == [r["step"] for r in records]
-    step, values = calls["log"][1]                                     # the step-1 train record
-    assert values["train/loss"] == pytest.approx(records[1]["loss"])
-    assert values["train/moe/dropped_fraction/decoder_layer_1"] == pytest.approx(
-        records[1]["moe/dropped_fraction"][0])
-    assert calls["finish"] == 1
-    monkeypatch.setattr(importlib.util, "find_spec", real_find_spec)
-    monkeypatch.delitem(sys.modules, "wandb")
-    if real_find_spec("wandb") is None:
-        with pytest.raises(ConfigError, match="needs wandb: pip install wandb"):
-            wandb_log.validate(config.logging)
