@@ -19,7 +19,6 @@ from typing import List, Optional
 
 from absl import app, flags
 
-
 _OVERRIDE = re.compile(r"^--?config\.([\w.]+)(=.*)?$")
 
 

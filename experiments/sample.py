@@ -3,7 +3,8 @@ r"""Text from a checkpoint: continuation for decoder-only LMs, span filling for 
     python -m experiments.sample --workdir=W --prompt="And God said" [--max_new_tokens=200]
         [--temperature=0.8] [--top_k=40] [--seed=0] [--num_samples=1] [--show_experts]
         [--dispatch=dropless]
-    python -m experiments.sample --workdir=W --prompt="And God said, Let there be <X>: and there was light."
+    python -m experiments.sample --workdir=W \
+        --prompt="And God said, Let there be <X>: and there was light."
 
 Restores W's checkpoint (--step, default the latest) and decodes with a key/value cache
 (moejax/models/decode.py: each step runs only the new token; its logits equal the full forward

@@ -64,8 +64,9 @@ def analyse(config, topology: str, log=print) -> Dict[str, Any]:
 
     With model.scan_layers (the default) XLA's cost analysis counts the scanned layer body
     once: FLOPs, HBM traffic and so the prediction are then lower bounds (`scanned` in the
-    figures); the collective census multiplies loop bodies by their trip counts. --config.model.scan_layers=False unrolls the
-    layers and makes them whole, at a longer compile."""
+    figures); the collective census multiplies loop bodies by their trip counts.
+    --config.model.scan_layers=False unrolls the layers and makes them whole, at a longer
+    compile."""
     chip, shape = parse_topology(topology)
     devices = tpu_devices(chip, shape)
     log(f"{topology}: {len(devices)} chips ({'x'.join(map(str, shape))}), "

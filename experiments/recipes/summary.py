@@ -241,7 +241,8 @@ RUN_LOG = "metrics.jsonl"
 
 
 def find_runs(paths: Sequence[str]) -> List[str]:
-    """Every run directory (one with a metrics.jsonl) at or below `paths`, in the order given (then sorted below each)."""
+    """Every run directory (one with a metrics.jsonl) at or below `paths`, in the order
+    given (then sorted below each)."""
     found: List[str] = []
     for path in paths:
         check(os.path.isdir(path), f"{path} is not a directory")
