@@ -15,8 +15,8 @@ import sys
 from absl import flags, logging
 
 from experiments import cli
-from moejax.errors import ConfigError
 from moejax.checkpoints.report import format_summary, summarize
+from moejax.errors import ConfigError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir whose checkpoints/ to inspect.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")

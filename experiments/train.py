@@ -32,8 +32,8 @@ from absl import flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from experiments import cli, distributed_flags  # noqa: E402
-from moejax.errors import ConfigError  # noqa: E402
 from moejax.checkpoints.store import CheckpointWriteFailed  # noqa: E402
+from moejax.errors import ConfigError  # noqa: E402
 from moejax.train.stop import STOP  # noqa: E402
 from moejax.train.trainer import TrainingDiverged, train_and_evaluate  # noqa: E402
 

@@ -26,11 +26,11 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from experiments import cli, distributed_flags
-from moejax.errors import ConfigError
 from moejax.checkpoints import upcycle_workdir
 from moejax.checkpoints.store import CheckpointWriteFailed
-from moejax.train.trainer import TrainingDiverged, train_and_evaluate
 from moejax.checkpoints.upcycle import OPTIMIZER_STATE_MODES
+from moejax.errors import ConfigError
+from moejax.train.trainer import TrainingDiverged, train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<family>.py:<size> of the "
                                           "MoE model", lock_config=True)

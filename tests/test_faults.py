@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from moejax.checkpoints.store import Checkpointer
 from moejax.errors import ConfigError
 from moejax.train import trainer
-from moejax.checkpoints.store import Checkpointer
 from moejax.train.logs import read_log
 from moejax.train.stop import STOP
 from moejax.train.workdir_lock import LOCK_NAME, WorkdirBusy, WorkdirLock

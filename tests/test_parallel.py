@@ -14,9 +14,9 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
+from experiments.benchmarks.collectives import collectives
 from moejax import ConfigError, MoeConfig, MoeLayer
 from moejax.parallel import MeshConfig, logical_to_spec, make_mesh, shard_model
-from experiments.benchmarks.collectives import collectives
 from moejax.plan import expert_capacity
 
 D, B, L = 16, 8, 32

@@ -7,9 +7,9 @@ import pytest
 from flax import nnx
 
 from moejax import MoeConfig
+from moejax.checkpoints.store import Checkpointer
 from moejax.models import ModelConfig, build_model
 from moejax.parallel import MeshConfig, make_mesh, shard_model, shard_optimizer
-from moejax.checkpoints.store import Checkpointer
 from moejax.train.config import base_config
 from moejax.train.optimizer import make_optimizer
 

@@ -15,12 +15,12 @@ from flax import nnx
 
 from experiments import config_files
 from moejax import ConfigError, MoeConfig
+from moejax.checkpoints import info, upcycle, upcycle_workdir
+from moejax.checkpoints.report import format_summary, summarize
+from moejax.checkpoints.store import Checkpointer, restore_into, to_saveable
 from moejax.data import make_tokenizer
 from moejax.models import ModelConfig, build_model
-from moejax.checkpoints import info, upcycle, upcycle_workdir
 from moejax.train import trainer
-from moejax.checkpoints.store import Checkpointer, restore_into, to_saveable
-from moejax.checkpoints.report import format_summary, summarize
 from moejax.train.config import resolve
 from moejax.train.logs import read_log
 from moejax.train.optimizer import make_optimizer

@@ -15,10 +15,10 @@ from jax.experimental import topologies
 
 from experiments.benchmarks import train_setup
 from experiments.benchmarks.collectives import parse_collectives, summarize
+from moejax.checkpoints.store import StderrHeld
 from moejax.errors import ConfigError, first_line
 from moejax.parallel import MeshConfig
 from moejax.parallel.tpu_chips import parse_topology
-from moejax.checkpoints.store import StderrHeld
 
 def tpu_devices(chip, shape):
     """The devices of a slice of `chip` with chip grid `shape` (no TPU needed). libtpu's

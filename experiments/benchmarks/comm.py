@@ -23,10 +23,10 @@ from typing import Dict, List, Tuple
 import jax
 
 from experiments.benchmarks import train_setup
+from experiments.benchmarks.collectives import parse_collectives, summarize
 from experiments.benchmarks.table import Table
 from moejax.models import ffn_pattern
 from moejax.parallel import MeshConfig
-from experiments.benchmarks.collectives import parse_collectives, summarize
 from moejax.parallel.mesh import batch_shards
 from moejax.plan import expert_capacity
 from moejax.routing import routing_k

@@ -28,9 +28,9 @@ from moejax.models import ModelConfig, count_params, init_model
 from moejax.parallel import MeshConfig, global_batch, shard_model, shard_optimizer
 from moejax.parallel.rules import batch_sharding, like_parameters, state_shardings
 from moejax.train.config import resolve
-from moejax.train.state_memory import vocab_size
 from moejax.train.mesh import training_mesh
 from moejax.train.optimizer import make_optimizer
+from moejax.train.state_memory import vocab_size
 from moejax.train.step import train_step
 
 DENSE = {"model.moe_as_dense": True}

@@ -14,8 +14,8 @@ import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
 
-from moejax.errors import ConfigError, check, first_line
 from moejax.checkpoints.store import checkpoint_directory
+from moejax.errors import ConfigError, check, first_line
 
 
 def steps(workdir: str) -> list[int]:

@@ -8,8 +8,8 @@ from __future__ import annotations
 from flax import nnx
 
 from moejax.models import build_model
-from moejax.parallel.shard_bytes import abstract_mesh, optimizer_memory, parameter_memory
 from moejax.parallel.mesh import MeshConfig, check_moe_fits
+from moejax.parallel.shard_bytes import abstract_mesh, optimizer_memory, parameter_memory
 from moejax.train.config import resolve
 from moejax.train.optimizer import make_optimizer
 

@@ -23,6 +23,7 @@ from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from moejax.checkpoints.store import Checkpointer, set_aside_after
 from moejax.data import make_pipeline, make_tokenizer
 from moejax.data.sources import open_source
 from moejax.errors import ConfigError, check
@@ -31,17 +32,16 @@ from moejax.models.config import moe_layer_names
 from moejax.models.flops import active_params, train_flops_per_example
 from moejax.parallel import global_batch, shard_model, shard_optimizer
 from moejax.train import plots, run_config
-from moejax.checkpoints.store import Checkpointer, set_aside_after
 from moejax.train.config import resolve
+from moejax.train.evaluation import evaluate
 from moejax.train.logs import MetricsLog, NoLog, Progress, is_remote
 from moejax.train.mesh import describe, training_mesh
 from moejax.train.optimizer import learning_rate_schedule, make_optimizer
 from moejax.train.profile import StepProfiler
-from moejax.train.throughput import StepTimer, peak_flops, rates
-from moejax.train.wandb_log import WandbWriter
-from moejax.train.evaluation import evaluate
 from moejax.train.step import train_step
 from moejax.train.stop import STOP
+from moejax.train.throughput import StepTimer, peak_flops, rates
+from moejax.train.wandb_log import WandbWriter
 from moejax.train.workdir_lock import WorkdirLock
 
 
@@ -136,7 +136,6 @@ def _train(config, workdir: str, model_cfg, mesh, checkpoints: Checkpointer) -> 
         wandb = (WandbWriter(workdir, config.logging, config.to_json_best_effort(), names)
                  if config.get("logging", {}).get("wandb_project") else None)
         log = MetricsLog(workdir, resume_step=step, layer_names=names, extra=wandb)
-    if jax.process_index() == 0:
         run_config.write(workdir, config)
     batch_tokens = config.data.batch_size * config.data.seq_length
     ffn = (f"router={model_cfg.moe.router}, E={model_cfg.moe.num_experts}" if model_cfg.has_moe
