@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from moejax.models.attention import Attention
 from moejax.models.block import Block
 
 
@@ -27,7 +26,7 @@ def init_cache(model: nnx.Module, batch: int, max_length: int) -> None:
     """Zeroed self-attention caches for `batch` sequences of up to `max_length` decoder tokens."""
     stack = model.decoder if hasattr(model, "decoder") else model.layers
     for _, node in nnx.iter_graph(stack):
-        if isinstance(node, Block) and isinstance(node.attn, Attention):
+        if isinstance(node, Block):
             node.attn.init_cache(batch, max_length)
 
 

@@ -199,8 +199,9 @@ def _train(config, workdir: str, model_cfg, mesh, checkpoints: Checkpointer) -> 
             grad_norm = float(metrics["grad_norm"])
             profiler.after(step)
             if not first:
-                train_seconds += time.perf_counter() - start
-                timer.add(time.perf_counter() - start)
+                seconds = time.perf_counter() - start
+                train_seconds += seconds
+                timer.add(seconds)
             first = False
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 last = checkpoints.latest_step()
