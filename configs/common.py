@@ -38,7 +38,7 @@ def _check_size(arg, sizes, extra=()):
         raise ValueError(f"config size {arg!r} is not one of {', '.join([*sizes, *extra])}")
 
 
-def _paper_data(config, objective, seq_length, batch_size, targets_length=None):
+def paper_data(config, objective, seq_length, batch_size, targets_length=None):
     config.data.update(tfds_name="c4/en:3.1.0", tokenizer="sentencepiece", objective=objective,
                        seq_length=seq_length, batch_size=batch_size,
                        shuffle_buffer_size=10_000,
@@ -68,7 +68,7 @@ T5_TINY_WARMUP = 10_000          # rsqrt's constant phase: T5's 10⁴ steps
 DECODER_TINY_BATCH = (16, 128)
 
 
-def _tiny_training(config, batch, steps=1500):
+def tiny_training(config, batch, steps=1500):
     config.data.update(batch_size=batch[0], seq_length=batch[1])
     config.optimizer.update(name="adafactor", learning_rate=0.01, schedule="rsqrt",
                             warmup_steps=100)
@@ -109,19 +109,9 @@ def t5_backbone(config, arg, *, num_experts):
                       hidden_dim=s["d_ff"], activation=config.model.activation)
     config.data.objective = "span_corruption"
     if arg == "tiny":
-        _tiny_training(config, T5_TINY_BATCH)
-        config.data.update(tokenizer="sentencepiece", spm_model_path=T5_TINY_TOKENIZER,
-                           targets_length=None)
-        config.optimizer.warmup_steps = T5_TINY_WARMUP
-        config.train.eval_encoder_information = True     # is the encoder read at all?
+        t5_tiny_training(config)
         return
-    # Switch/T5 pre-training: 512 input tokens, 114 targets, 2^20 tokens per batch, Adafactor
-    # with T5's inverse square root schedule (0.01 for the first 10k steps).
-    _paper_data(config, "span_corruption", 512, 2048, targets_length=114)
-    config.optimizer.update(name="adafactor", learning_rate=0.01, schedule="rsqrt",
-                            warmup_steps=10_000)
-    config.train.update(num_steps=100_000, log_every=100, eval_every=5000, eval_batches=50,
-                        checkpoint_every=5000)
+    t5_paper_training(config)
     # Routing groups are whole sequences (moe.group_size None): 8192 tokens, used before,
     # does not divide the decoder's 2048 · 114 = 2¹²·57 tokens per batch, so the config never
     # traced (found by compiling it for a TPU slice, experiments/aot.py); a group size that
@@ -140,10 +130,37 @@ def decoder_backbone(config, arg, *, num_experts):
                       causal=True)
     config.data.objective = "causal_lm"
     if arg == "tiny":
-        _tiny_training(config, DECODER_TINY_BATCH)
+        tiny_training(config, DECODER_TINY_BATCH)
         config.moe.hidden_dim = s["d_ff"]
         return
-    _paper_data(config, "causal_lm", 1024, 1024)
+    decoder_paper_training(config)
+
+
+def t5_tiny_training(config):
+    """The tiny encoder-decoder regime (see above): span corruption on the shipped
+    SentencePiece model, T5_TINY_BATCH rows, T5's constant-then-rsqrt rate."""
+    config.data.objective = "span_corruption"
+    tiny_training(config, T5_TINY_BATCH)
+    config.data.update(tokenizer="sentencepiece", spm_model_path=T5_TINY_TOKENIZER,
+                       targets_length=None)
+    config.optimizer.warmup_steps = T5_TINY_WARMUP
+    config.train.eval_encoder_information = True     # is the encoder read at all?
+
+
+def t5_paper_training(config):
+    """Switch/T5 pre-training: 512 input tokens, 114 targets, 2^20 tokens per batch,
+    Adafactor with T5's inverse square root schedule (0.01 for the first 10k steps)."""
+    paper_data(config, "span_corruption", 512, 2048, targets_length=114)
+    _paper_schedule(config)
+
+
+def decoder_paper_training(config):
+    """Decoder-only pre-training on C4: 1024 rows of 1024 tokens, Adafactor, rsqrt."""
+    paper_data(config, "causal_lm", 1024, 1024)
+    _paper_schedule(config)
+
+
+def _paper_schedule(config):
     config.optimizer.update(name="adafactor", learning_rate=0.01, schedule="rsqrt",
                             warmup_steps=10_000)
     config.train.update(num_steps=100_000, log_every=100, eval_every=5000, eval_batches=50,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import sys
 from typing import Any, Mapping, Optional
 
 import ml_collections
@@ -32,6 +33,7 @@ def load_module(path: str):
     spec = importlib.util.spec_from_file_location("moejax_config_" + re.sub(r"\W", "_", path),
                                                   path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module       # dataclasses look their module up while it runs
     spec.loader.exec_module(module)
     return module
 

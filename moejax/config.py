@@ -39,6 +39,8 @@ class MoeConfig:
         noisy_top_k: Shazeer et al. 2017 noisy top-k gating with importance and load losses.
         expert_choice: Zhou et al. 2022; each expert takes its top-C tokens of a group.
         deepseek_v3: sigmoid affinities, top-k on affinity + selection bias, optional groups.
+        deepseek_v2: softmax affinities, top-k within the groups of highest affinity, gates
+          not renormalised by default (DeepSeek-V2, V2-Lite).
         dense: Jacobs et al. 1991 softmax mixture; every expert sees every token.
         soft_moe: Puigcerver et al. 2023 Soft MoE (its own layer, moejax.soft_moe): every
           expert slot takes a softmax-weighted mix of the group's tokens; nothing is dropped.
@@ -56,10 +58,11 @@ class MoeConfig:
       causal: the layer sits in a causal decoder (set by the model).
       allow_non_causal_routing: let expert choice run in a causal decoder anyway (it uses the
         scores of future tokens to pick, so it leaks the future during training).
-      routed_scaling_factor: DeepSeek-V3 multiplies the normalised gates by this.
-      num_expert_groups, num_selected_groups: DeepSeek-V3 group-limited routing: experts in
+      routed_scaling_factor: DeepSeek-V2/V3 multiply the gates by this (V2 16.0, V3 2.5).
+      num_expert_groups, num_selected_groups: DeepSeek-V2/V3 group-limited routing: experts in
         num_expert_groups groups, a token only uses experts of its num_selected_groups best
-        groups (a group's score: sum of its top-2 biased affinities). 1/1 = off.
+        groups (a group's score: V3 the sum of its top-2 biased affinities, V2 its highest
+        affinity). 1/1 = off.
       bias_update_rate: γ of DeepSeek-V3 auxiliary-loss-free balancing (0 = off).
       slots_per_expert: Soft MoE slots per expert (each slot is one expert input row).
 
@@ -91,6 +94,8 @@ class MoeConfig:
         (Switch Table 2's unstable full-bfloat16 router).
       num_shared_experts: always-on experts added to the routed output (DeepSeekMoE, Llama 4).
       shared_hidden_dim: hidden width of each shared expert (None: hidden_dim).
+      shared_expert_gate: scale the shared experts' output by sigmoid(x · w_s), w_s [D]
+        learned (Qwen1.5-MoE, Qwen2-MoE); needs num_shared_experts > 0.
 
     Loss coefficients (stats['aux_loss'] = Σ coefficient · loss):
       load_balance_loss: α of the Switch/GShard load-balancing loss (1e-2).
@@ -133,6 +138,7 @@ class MoeConfig:
     router_dtype: str = "float32"
     num_shared_experts: int = 0
     shared_hidden_dim: Optional[int] = None
+    shared_expert_gate: bool = False
 
     load_balance_loss: float = 1e-2
     router_z_loss: float = 0.0
@@ -222,6 +228,8 @@ class MoeConfig:
         _positive_int(p + "num_shared_experts", self.num_shared_experts, allow_zero=True)
         if self.shared_hidden_dim is not None:
             _positive_int(p + "shared_hidden_dim", self.shared_hidden_dim)
+        check(not self.shared_expert_gate or self.num_shared_experts > 0,
+              f"{p}shared_expert_gate=True needs {p}num_shared_experts > 0")
         for name in ("load_balance_loss", "router_z_loss", "importance_loss", "load_loss",
                      "sequence_balance_loss"):
             _in_range(p + name, getattr(self, name), 0.0, None, ">= 0")

@@ -43,6 +43,15 @@ def weighted_aux_loss(cfg: MoeConfig, losses: Dict[str, jax.Array]) -> jax.Array
     return total
 
 
+def shared_gate(cfg: MoeConfig, model_dim: int, rngs: nnx.Rngs) -> Optional[nnx.Param]:
+    """w_s [D] of the shared experts' sigmoid gate (moe.shared_expert_gate), N(0,
+    router_init_std²) like the router; None without it."""
+    if not cfg.shared_expert_gate:
+        return None
+    init = jax.nn.initializers.normal(cfg.router_init_std)
+    return nnx.Param(init(rngs.params(), (model_dim,), jnp.float32), logical_axes=("embed",))
+
+
 class MoeLayer(nnx.Module):
     """A sparse MoE feed-forward layer for any capacity-based or dropless router.
 
@@ -69,6 +78,7 @@ class MoeLayer(nnx.Module):
             shared = Experts.from_config(cfg, model_dim, rngs=rngs, num_experts=1,
                                          hidden_dim=width)
         self.shared_experts = nnx.data(shared)
+        self.shared_gate = nnx.data(shared_gate(cfg, model_dim, rngs))
 
     def capacity(self, group_size: int, train: bool) -> Optional[int]:
         """Slots per expert per group, or None for dropless dispatch."""
@@ -108,7 +118,11 @@ class MoeLayer(nnx.Module):
             y = self._with_capacity(groups, routing, dropout_key)        # [G, S, D]
         if self.shared_experts is not None:
             shared_key = None if dropout_key is None else jax.random.fold_in(dropout_key, 1)
-            y = y + self.shared_experts(groups.reshape(1, g * s, d), shared_key).reshape(g, s, d)
+            y_shared = self.shared_experts(groups.reshape(1, g * s, d), shared_key).reshape(g, s, d)
+            if self.shared_gate is not None:                             # Qwen-MoE
+                y_shared = y_shared * jax.nn.sigmoid(jnp.einsum(
+                    "gsd,d->gs", groups, self.shared_gate[...].astype(groups.dtype)))[..., None]
+            y = y + y_shared
 
         stats = dict(routing.losses)
         stats["aux_loss"] = weighted_aux_loss(cfg, routing.losses)

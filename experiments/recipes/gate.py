@@ -106,7 +106,14 @@ def gate_runs(backbone: str, size: str, common: Mapping[str, Any]) -> Dict[str, 
 # the key, so a regime's cached runs still match after moejax gained the option.
 ADDED_FIELDS = {("model", "remat"): "none", ("train", "grad_accum_steps"): 1,
                 ("train", "profile_steps"): "", ("logging", "wandb_project"): "",
-                ("logging", "wandb_mode"): "online"}
+                ("logging", "wandb_mode"): "online",
+                # the open models' architecture pieces (issue 19)
+                ("model", "num_kv_heads"): None, ("model", "attention"): "mha",
+                ("model", "q_lora_rank"): 0, ("model", "kv_lora_rank"): 512,
+                ("model", "qk_nope_head_dim"): 128, ("model", "qk_rope_head_dim"): 64,
+                ("model", "v_head_dim"): 128, ("model", "qkv_bias"): False,
+                ("model", "qk_norm"): "none", ("model", "norm_eps"): 1e-6,
+                ("model", "dense_moe_hybrid"): False, ("moe", "shared_expert_gate"): False}
 ADDED_SECTIONS = ("logging",)          # dropped from the key too once all their fields are
 
 

@@ -32,7 +32,7 @@ class DecoderLM(nnx.Module):
 
         self.layers = LayerStack(ffn_pattern(cfg, cfg.num_layers), make_block,
                                  scan=cfg.scan_layers, remat=cfg.remat, rngs=rngs)
-        self.final_norm = RMSNorm(cfg.d_model)
+        self.final_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.dropout = nnx.Dropout(cfg.dropout_rate, rngs=rngs)
 
     def __call__(self, tokens: jax.Array, *, segment_ids: Optional[jax.Array] = None,

@@ -44,8 +44,8 @@ class EncoderDecoder(nnx.Module):
             ffn_pattern(cfg, cfg.num_decoder_layers, "decoder"),
             lambda kind, rngs: Block(cfg, kind, causal=True, cross=True, rngs=rngs),
             scan=cfg.scan_layers, remat=cfg.remat, rngs=rngs)
-        self.encoder_norm = RMSNorm(cfg.d_model)
-        self.decoder_norm = RMSNorm(cfg.d_model)
+        self.encoder_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.decoder_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.dropout = nnx.Dropout(cfg.dropout_rate, rngs=rngs)
 
     def __call__(self, encoder_tokens: jax.Array, decoder_tokens: jax.Array, *,

@@ -32,17 +32,10 @@ def deepseek_v3_routing(logits: jax.Array, bias: Optional[jax.Array], k: int, *,
     num_expert_groups / num_selected_groups: group-limited routing: a token uses only experts
       of its num_selected_groups groups with the largest sum of their top-2 biased scores.
     """
-    num_experts = logits.shape[-1]
     affinity = jax.nn.sigmoid(logits)                                      # [G, S, E]
     choice_score = affinity if bias is None else affinity + bias            # [G, S, E]
-    if num_expert_groups > 1:
-        per_group = num_experts // num_expert_groups
-        grouped = choice_score.reshape(*choice_score.shape[:-1], num_expert_groups, per_group)
-        group_score = jnp.sum(top_k(grouped, min(2, per_group))[0], axis=-1)  # [G, S, ng]
-        _, best_groups = top_k(group_score, num_selected_groups)
-        group_mask = jnp.sum(jax.nn.one_hot(best_groups, num_expert_groups), axis=-2) > 0
-        expert_mask = jnp.repeat(group_mask, per_group, axis=-1)            # [G, S, E]
-        choice_score = jnp.where(expert_mask, choice_score, -jnp.inf)
+    choice_score = limit_to_groups(choice_score, num_expert_groups, num_selected_groups,
+                                   top_two_sum)
     _, expert_index = top_k(choice_score, k)                        # [G, S, k]
     expert_index = expert_index.astype(jnp.int32)
     gate = jnp.take_along_axis(affinity, expert_index, axis=-1)            # [G, S, k]
@@ -56,6 +49,26 @@ def deepseek_v3_routing(logits: jax.Array, bias: Optional[jax.Array], k: int, *,
         losses={"sequence_balance_loss": losses.sequence_balance_loss(affinity, expert_index,
                                                                          mask)},
         assignment=assignment)
+
+
+def top_two_sum(grouped: jax.Array) -> jax.Array:
+    """DeepSeek-V3's group score: the sum of a group's two highest scores ([..., ng, E/ng])."""
+    return jnp.sum(top_k(grouped, min(2, grouped.shape[-1]))[0], axis=-1)
+
+
+def limit_to_groups(score: jax.Array, num_groups: int, num_selected: int, group_score
+                    ) -> jax.Array:
+    """Group-limited routing: the experts [..., E] are num_groups consecutive groups; only
+    those of the num_selected groups with the highest group_score(scores [..., ng, E/ng])
+    keep their score, the others get -inf (so top-k never picks them). A no-op for 1 group."""
+    if num_groups <= 1:
+        return score
+    per_group = score.shape[-1] // num_groups
+    grouped = score.reshape(*score.shape[:-1], num_groups, per_group)
+    _, best_groups = top_k(group_score(grouped), num_selected)              # [..., selected]
+    group_mask = jnp.sum(jax.nn.one_hot(best_groups, num_groups), axis=-2) > 0
+    expert_mask = jnp.repeat(group_mask, per_group, axis=-1)                # [..., E]
+    return jnp.where(expert_mask, score, -jnp.inf)
 
 
 def update_selection_bias(bias: jax.Array, expert_counts: jax.Array, rate: float) -> jax.Array:
@@ -80,7 +93,8 @@ def _route(cfg, logits: jax.Array, inputs: RouteInputs) -> Routing:
         mask=inputs.mask)
 
 
-def _validate(cfg) -> None:
+def validate_groups(cfg) -> None:
+    """Group-limited routing's config checks (DeepSeek-V2 and V3)."""
     p = "moe."
     check(cfg.num_experts % cfg.num_expert_groups == 0,
           f"{p}num_experts={cfg.num_experts} must be divisible by "
@@ -93,7 +107,8 @@ def _validate(cfg) -> None:
 
 
 FAMILY = RouterFamily(
-    name="deepseek_v3", route=_route, validate=_validate, selection_bias=True,
-    owned_fields=("num_expert_groups", "num_selected_groups", "bias_update_rate"),
+    name="deepseek_v3", route=_route, validate=validate_groups, selection_bias=True,
+    owned_fields=("num_expert_groups", "num_selected_groups", "bias_update_rate",
+                  "routed_scaling_factor"),
     paper="DeepSeek-AI 2024, DeepSeek-V3 (section 2.1.2); Wang et al. 2024, "
           "Auxiliary-Loss-Free Load Balancing")

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import Dict
 
-from moejax.routing import (balanced, deepseek, dense, expert_choice, gshard, hierarchical,
-                            noisy_top_k, soft_moe, top_k)
+from moejax.routing import (balanced, deepseek, deepseek_v2, dense, expert_choice, gshard,
+                            hierarchical, noisy_top_k, soft_moe, top_k)
 from moejax.routing.family import RouterFamily
 
 FAMILIES: Dict[str, RouterFamily] = {f.name: f for f in (
     top_k.FAMILY, gshard.FAMILY, noisy_top_k.FAMILY, expert_choice.FAMILY, deepseek.FAMILY,
-    dense.FAMILY, soft_moe.FAMILY, balanced.FAMILY, hierarchical.FAMILY,
+    deepseek_v2.FAMILY, dense.FAMILY, soft_moe.FAMILY, balanced.FAMILY, hierarchical.FAMILY,
     hierarchical.DENSE_FAMILY)}
 ROUTERS = tuple(FAMILIES)
 TOKEN_CHOICE_ROUTERS = tuple(name for name, f in FAMILIES.items() if f.choice == "token")

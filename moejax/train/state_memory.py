@@ -17,10 +17,12 @@ T5_VOCAB = 32128            # the T5 SentencePiece vocabulary, padded as in T5 (
 
 
 def vocab_size(config) -> int:
-    """The model's vocabulary without reading a tokenizer file (it may live on GCS)."""
+    """The model's vocabulary without reading a tokenizer file on GCS (T5's is assumed there);
+    a shipped or local tokenizer is read."""
     if config.model.vocab_size:
         return config.model.vocab_size
-    if config.data.tokenizer == "sentencepiece":
+    if config.data.tokenizer == "sentencepiece" and str(
+            config.data.spm_model_path).startswith("gs://"):
         return T5_VOCAB
     from moejax.data import make_tokenizer
     return make_tokenizer(config.data).vocab_size
