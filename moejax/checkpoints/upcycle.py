@@ -83,6 +83,9 @@ def check_compatible(dense: ModelConfig, moe: ModelConfig) -> None:
     check(not moe.extra_dense_ffn_after_moe,
           "upcycle: model.extra_dense_ffn_after_moe=True adds a dense FFN the dense model does "
           "not have; upcycle with extra_dense_ffn_after_moe=False")
+    check(not moe.dense_moe_hybrid,
+          "upcycle: model.dense_moe_hybrid=True adds a dense FFN the dense model does not "
+          "have; upcycle with dense_moe_hybrid=False")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,10 @@ Encoder-decoders (T5) apply the same count per stack: encoder parameters multipl
 T_e encoder tokens, decoder parameters each of the T_d decoder tokens, except the
 cross-attention keys and values, which project the T_e encoder outputs once. Attention adds
 12·H·Q per layer and per (query, key) position pair: T_e² per encoder layer, T_d² (self) and
-T_d·T_e (cross) per decoder layer. Relative position bias tables are lookups.
+T_d·T_e (cross) per decoder layer. Relative position bias tables are lookups. With query/key
+and value widths that differ (multi-head latent attention: Q_k = 192, Q_v = 128 for
+DeepSeek-V3) the 12·H·Q is 6·H·(Q_k + Q_v): 2·Q_k for each score, 2·Q_v for each weighted
+value, forward and backward.
 """
 
 from __future__ import annotations
@@ -75,7 +78,8 @@ def train_flops_per_example(model: nnx.Module, cfg: ModelConfig, lengths: Dict[s
     per_stack = active_params_by_input(model, cfg)
     if per_stack is None:
         return None
-    attention = 12 * cfg.num_heads * cfg.resolved_head_dim         # per layer, per pair
+    qk_dim, v_dim = cfg.attention_head_dims
+    attention = 6 * cfg.num_heads * (qk_dim + v_dim)               # per layer, per pair
     t_d = lengths["decoder"]
     if cfg.arch != "encoder_decoder":
         return t_d * (6 * per_stack["decoder"] + attention * cfg.num_layers * t_d)

@@ -15,15 +15,21 @@ from etils import epath
 FILE = "config.json"
 
 
-def write(workdir: str, config, upcycled_from: Optional[Dict[str, Any]] = None) -> str:
-    """Writes WORKDIR/config.json (keeping an `upcycled_from` already there); returns its path."""
+PROVENANCE = ("upcycled_from", "imported_from")
+
+
+def write(workdir: str, config, **provenance: Optional[Dict[str, Any]]) -> str:
+    """Writes WORKDIR/config.json; returns its path. provenance: where the run's first
+    checkpoint came from (`upcycled_from` a dense run, `imported_from` a Hugging Face model
+    directory), kept from an earlier config.json when not given."""
     path = epath.Path(workdir) / FILE
     before = read(workdir) or {}
     record = {"command": shlex.join([sys.executable] + sys.argv),
               "config": json.loads(config.to_json_best_effort())}
-    provenance = upcycled_from or before.get("upcycled_from")
-    if provenance:
-        record["upcycled_from"] = provenance
+    for key in PROVENANCE:
+        value = provenance.get(key) or before.get(key)
+        if value:
+            record[key] = value
     path.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return str(path)
 

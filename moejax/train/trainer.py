@@ -120,15 +120,17 @@ def _train(config, workdir: str, model_cfg, mesh, checkpoints: Checkpointer) -> 
     train_data = make_pipeline(config.data, split=config.data.train_split, seed=seed,
                                process_index=jax.process_index(),
                                process_count=jax.process_count())
-    step = checkpoints.latest_step() or 0
+    latest = checkpoints.latest_step()       # 0: a checkpoint imported (experiments.import_hf)
+    step = latest or 0
     # a workdir restored from another run's checkpoint (upcycling, continued training) has no
     # log yet: it is evaluated at its first step too, which is where its curve starts
     fresh_log = not (epath.Path(workdir) / "metrics.jsonl").exists()
     if jax.process_count() > 1:
         fresh_log = bool(multihost_utils.broadcast_one_to_all(np.array(fresh_log)))
-    if step:
+    if latest is not None:
         data_state, _ = checkpoints.restore(step, model, optimizer)
-        train_data.set_state(data_state)
+        if data_state:                        # an import has no data position: the start
+            train_data.set_state(data_state)
         Progress.show(f"resumed from {checkpoints.directory}/{step}")
     log = NoLog()
     if jax.process_index() == 0:
