@@ -24,16 +24,19 @@ flags.mark_flags_as_required(["workdir", "out_dir"])
 
 def main(argv):
     del argv
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)     # orbax logs every file it writes at INFO
     from moejax.checkpoints import hf_config, hf_io, info
     from moejax.checkpoints.restore import restore_model
     from moejax.errors import ConfigError
     from moejax.train.config import resolve
     from moejax.train.mesh import training_mesh
+    from moejax.train.state_memory import vocab_size
     try:
         step = info.choose_step(_WORKDIR.value, _STEP.value)
         config = info.read_config(_WORKDIR.value, step)
         hf_config.model_type_of(dict(config.model.items()), dict(config.moe.items()))
-        model_cfg = resolve(config, config.model.vocab_size)
+        model_cfg = resolve(config, vocab_size(config))
         mesh = training_mesh(config, model_cfg)
         with jax.set_mesh(mesh):
             model = restore_model(_WORKDIR.value, step, config, model_cfg, mesh)

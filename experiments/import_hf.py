@@ -46,6 +46,8 @@ def experiment_config(architecture, given):
     from moejax.errors import check
     if given is None:
         return from_fields(architecture)
+    if given.model.vocab_size is None:          # the tokenizer's: the model's must cover it
+        given.model.vocab_size = architecture["model"]["vocab_size"]
     for section, free in (("model", ()), ("moe", FREE_MOE_FIELDS)):
         for name, value in architecture[section].items():
             if name in free:
@@ -59,6 +61,8 @@ def experiment_config(architecture, given):
 
 def main(argv):
     del argv
+    from absl import logging
+    logging.set_verbosity(logging.WARNING)     # orbax logs every file it writes at INFO
     from moejax.checkpoints import hf_config, hf_io
     from moejax.errors import ConfigError
     from moejax.train.config import resolve

@@ -134,12 +134,14 @@ def weights_of(model: nnx.Module) -> Dict[tuple, np.ndarray]:
             for path, v in nnx.to_flat_state(state)}
 
 
-def export_hf_dir(model: nnx.Module, model_cfg: ModelConfig, config, out_dir: str) -> Dict[str, Any]:
+def export_hf_dir(module: nnx.Module, model_cfg: ModelConfig, config, out_dir: str
+                  ) -> Dict[str, Any]:
     """Writes OUT/config.json and OUT/model.safetensors of a restored model; returns the
     config.json fields."""
     from safetensors.numpy import save_file
-    hf = hf_config.to_hf(dict(config.model.items()), dict(config.moe.items()))
-    tensors = hf_weights.export_state(model_cfg, hf["model_type"], weights_of(model))
+    model = {**dict(config.model.items()), "vocab_size": model_cfg.vocab_size}   # resolved
+    hf = hf_config.to_hf(model, dict(config.moe.items()))
+    tensors = hf_weights.export_state(model_cfg, hf["model_type"], weights_of(module))
     os.makedirs(out_dir, exist_ok=True)
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
               os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
