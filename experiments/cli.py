@@ -122,5 +122,17 @@ def write_json(path: Optional[str], value) -> None:
 
 
 def run(main) -> None:
-    """absl.app.run(main) with one-line flag errors."""
-    app.run(main, flags_parser=parse_flags)
+    """absl.app.run(main) with one-line errors: for flags, and for a ConfigError that main
+    raises ("error: <its line>", exit status 1)."""
+    def guarded(argv):
+        try:
+            return main(argv)
+        except Exception as err:       # noqa: BLE001 -- re-raised unless a ConfigError
+            # moejax is imported lazily (launch_tpu runs without jax): a ConfigError can only
+            # come from a main that imported moejax.errors
+            errors = sys.modules.get("moejax.errors")
+            if errors is None or not isinstance(err, errors.ConfigError):
+                raise
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(1)
+    app.run(guarded, flags_parser=parse_flags)

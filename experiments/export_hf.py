@@ -9,8 +9,6 @@ loads DIR with from_pretrained. Weights are written in float32.
 
 from __future__ import annotations
 
-import sys
-
 import jax
 from absl import flags
 
@@ -28,22 +26,17 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)     # orbax logs every file it writes at INFO
     from moejax.checkpoints import hf_config, hf_io, info
     from moejax.checkpoints.restore import restore_model
-    from moejax.errors import ConfigError
     from moejax.train.config import resolve
     from moejax.train.mesh import training_mesh
     from moejax.train.state_memory import vocab_size
-    try:
-        step = info.choose_step(_WORKDIR.value, _STEP.value)
-        config = info.read_config(_WORKDIR.value, step)
-        hf_config.model_type_of(dict(config.model.items()), dict(config.moe.items()))
-        model_cfg = resolve(config, vocab_size(config))
-        mesh = training_mesh(config, model_cfg)
-        with jax.set_mesh(mesh):
-            model = restore_model(_WORKDIR.value, step, config, model_cfg, mesh)
-        hf = hf_io.export_hf_dir(model, model_cfg, config, _OUT_DIR.value)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    step = info.choose_step(_WORKDIR.value, _STEP.value)
+    config = info.read_config(_WORKDIR.value, step)
+    hf_config.model_type_of(dict(config.model.items()), dict(config.moe.items()))
+    model_cfg = resolve(config, vocab_size(config))
+    mesh = training_mesh(config, model_cfg)
+    with jax.set_mesh(mesh):
+        model = restore_model(_WORKDIR.value, step, config, model_cfg, mesh)
+    hf = hf_io.export_hf_dir(model, model_cfg, config, _OUT_DIR.value)
     print(f"wrote {_OUT_DIR.value} ({hf['model_type']}, step {step})")
 
 

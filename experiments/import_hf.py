@@ -19,7 +19,6 @@ memory tools; `python -m experiments.export_hf` writes it back.
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import flags
 from ml_collections import config_flags
@@ -64,21 +63,15 @@ def main(argv):
     from absl import logging
     logging.set_verbosity(logging.WARNING)     # orbax logs every file it writes at INFO
     from moejax.checkpoints import hf_config, hf_io
-    from moejax.errors import ConfigError
     from moejax.train.config import resolve
-    try:
-        hf = hf_io.read_hf_dir(_HF_DIR.value)
-        architecture = hf_config.to_moejax(hf.config)
-        config = experiment_config(architecture, _CONFIG.value)
-        spm = os.path.join(_HF_DIR.value, "tokenizer.model")
-        if _CONFIG.value is None and os.path.exists(spm):
-            config.data.update(tokenizer="sentencepiece", spm_model_path=spm)
-        model_cfg = resolve(config, config.model.vocab_size)
-        path = hf_io.write_workdir(config, model_cfg, hf, _WORKDIR.value)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
-    print(f"wrote {path}")
+    hf = hf_io.read_hf_dir(_HF_DIR.value)
+    architecture = hf_config.to_moejax(hf.config)
+    config = experiment_config(architecture, _CONFIG.value)
+    spm = os.path.join(_HF_DIR.value, "tokenizer.model")
+    if _CONFIG.value is None and os.path.exists(spm):
+        config.data.update(tokenizer="sentencepiece", spm_model_path=spm)
+    model_cfg = resolve(config, config.model.vocab_size)
+    print(f"wrote {hf_io.write_workdir(config, model_cfg, hf, _WORKDIR.value)}")
 
 
 if __name__ == "__main__":

@@ -125,27 +125,22 @@ def table(rows) -> str:
 def main(argv):
     del argv
     from experiments.config_files import load
-    from moejax.errors import ConfigError
-    try:
-        if _ALL.value:
-            rows, figures = [], {}
-            for name in open_models():
-                path, _, size = name.partition(":")
-                print(f"counting {name}", file=sys.stderr, flush=True)
-                counts = count(load(path, size))
-                rows.append((name, counts, published_of(name)))
-                figures[name] = counts
-            print(table(rows))
-        else:
-            if _CONFIG.value is None:
-                raise ConfigError("give --config=configs/<family>.py:<size> or --all")
-            name = flags.FLAGS["config"].config_filename
-            start = time.perf_counter()
-            figures = count(_CONFIG.value)
-            print(report(name, figures, published_of(name), time.perf_counter() - start))
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    from moejax.errors import check
+    if _ALL.value:
+        rows, figures = [], {}
+        for name in open_models():
+            path, _, size = name.partition(":")
+            print(f"counting {name}", file=sys.stderr, flush=True)
+            counts = count(load(path, size))
+            rows.append((name, counts, published_of(name)))
+            figures[name] = counts
+        print(table(rows))
+    else:
+        check(_CONFIG.value is not None, "give --config=configs/<family>.py:<size> or --all")
+        name = flags.FLAGS["config"].config_filename
+        start = time.perf_counter()
+        figures = count(_CONFIG.value)
+        print(report(name, figures, published_of(name), time.perf_counter() - start))
     cli.write_json(_JSON.value, figures)
 
 

@@ -6,6 +6,7 @@ logits transformers computed for a fixed batch and its num_parameters(). Importe
 each must give the same logits (float32, 1e-4) and parameter count; exported again, the same
 tensors exactly. No torch is needed here."""
 
+import functools
 import json
 import os
 import shutil
@@ -33,8 +34,10 @@ def expected(layout):
         return json.load(f)
 
 
+@functools.lru_cache(maxsize=None)
 def imported(directory):
-    """(model config, model with the imported weights, HfModel) of a model directory."""
+    """(model config, model with the imported weights, HfModel) of a model directory (built
+    once per directory; the tests only read them)."""
     hf = hf_io.read_hf_dir(directory)
     config = from_fields(hf_config.to_moejax(hf.config))
     model_cfg = resolve(config, config.model.vocab_size)

@@ -92,9 +92,6 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
     return out.reshape(b, lq, h, v.shape[-1])
 
 
-QK_NORMS = ("none", "per_head", "across_heads")
-
-
 class Attention(nnx.Module):
     """Multi-head or grouped-query attention; projections q [D, H, Dh], k and v [D, Hkv, Dh],
     o [H, Dh, D].

@@ -18,11 +18,11 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from moejax import losses
 from moejax.routing.deepseek import limit_to_groups, validate_groups
 from moejax.routing.family import RouteInputs, RouterFamily
 from moejax.routing.select import top_k
-from moejax.routing.types import Assignment, Routing
+from moejax.routing.top_k import token_choice
+from moejax.routing.types import Routing
 
 
 def group_max(grouped: jax.Array) -> jax.Array:
@@ -38,17 +38,10 @@ def deepseek_v2_routing(logits: jax.Array, k: int, *, routed_scaling_factor: flo
     probs = jax.nn.softmax(logits, axis=-1)                                # [G, S, E]
     choice = limit_to_groups(probs, num_expert_groups, num_selected_groups, group_max)
     _, expert_index = top_k(choice, k)                                     # [G, S, k]
-    expert_index = expert_index.astype(jnp.int32)
     gate = jnp.take_along_axis(probs, expert_index, axis=-1)               # [G, S, k]
     if renormalize:
         gate = gate / jnp.sum(gate, axis=-1, keepdims=True)
-    assignment = Assignment(expert_index=expert_index, gate=gate * routed_scaling_factor,
-                            valid=jnp.ones(gate.shape, bool))
-    return Routing(
-        probs=probs,
-        losses={"load_balance_loss": losses.load_balance_loss(probs, expert_index, mask),
-                "router_z_loss": losses.router_z_loss(logits, mask)},
-        assignment=assignment)
+    return token_choice(probs, logits, expert_index, gate * routed_scaling_factor, mask)
 
 
 def _route(cfg, logits: jax.Array, inputs: RouteInputs) -> Routing:

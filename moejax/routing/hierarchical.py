@@ -19,11 +19,11 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from moejax import losses
 from moejax.errors import check
 from moejax.routing.family import RouteInputs, RouterFamily, RouterWeight
 from moejax.routing.select import top_k
-from moejax.routing.types import Assignment, Routing
+from moejax.routing.top_k import token_choice
+from moejax.routing.types import Routing
 
 
 def mixture_weights(logits: jax.Array, group_logits: jax.Array) -> jax.Array:
@@ -51,13 +51,7 @@ def hierarchical_routing(logits: jax.Array, group_logits: jax.Array, k: int, *,
                                        group[..., None, None], axis=-2)[..., 0, :]
         gate, local = top_k(in_group, k)                                     # [G, S, k]
         expert_index = (group[..., None] * per_group + local).astype(jnp.int32)
-    assignment = Assignment(expert_index=expert_index, gate=gate,
-                            valid=jnp.ones(gate.shape, bool))
-    return Routing(
-        probs=weights,
-        losses={"load_balance_loss": losses.load_balance_loss(weights, expert_index, mask),
-                "router_z_loss": losses.router_z_loss(logits, mask)},
-        assignment=assignment)
+    return token_choice(weights, logits, expert_index, gate, mask)
 
 
 def _router(dense: bool):

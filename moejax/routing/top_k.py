@@ -36,10 +36,18 @@ def top_k_routing(logits: jax.Array, k: int, *, gate_order: str = "softmax_then_
         raise ValueError(f"unknown gate_order {gate_order!r}")
     if renormalize:
         gate = gate / jnp.sum(gate, axis=-1, keepdims=True)
-    assignment = Assignment(
-        expert_index=expert_index.astype(jnp.int32), gate=gate,
-        valid=jnp.ones(gate.shape, bool),
-        priority=jnp.max(probs, axis=-1) if batch_prioritized else None)
+    return token_choice(probs, logits, expert_index, gate, mask,
+                        priority=jnp.max(probs, axis=-1) if batch_prioritized else None)
+
+
+def token_choice(probs: jax.Array, logits: jax.Array, expert_index: jax.Array,
+                 gate: jax.Array, mask: Optional[jax.Array],
+                 priority: Optional[jax.Array] = None) -> Routing:
+    """The Routing of a token-choice family: each token's k experts [G, S, k] and gates, with
+    Switch's load-balance loss on the router probabilities [G, S, E] and the router z-loss on
+    its logits (padding in `mask` left out of both)."""
+    assignment = Assignment(expert_index=expert_index.astype(jnp.int32), gate=gate,
+                            valid=jnp.ones(gate.shape, bool), priority=priority)
     return Routing(
         probs=probs,
         losses={"load_balance_loss": losses.load_balance_loss(probs, expert_index, mask),
