@@ -141,3 +141,22 @@ def test_import_and_export_commands(tmp_path):
     again_twice = run("experiments.import_hf", f"--hf_dir={source}", f"--workdir={workdir}")
     assert again_twice.returncode == 1
     assert again_twice.stderr.strip().splitlines()[-1].startswith("error: import: ")
+
+
+def test_sharded_checkpoints_read_like_one_file(tmp_path):
+    """save_pretrained's shards (model-0000k-of-0000n.safetensors): the same tensors."""
+    from safetensors.numpy import load_file, save_file
+    tensors = load_file(os.path.join(FIXTURES, "mixtral", "model.safetensors"))
+    names = sorted(tensors)
+    for i, part in enumerate((names[::2], names[1::2])):
+        save_file({n: tensors[n] for n in part},
+                  tmp_path / f"model-0000{i + 1}-of-00002.safetensors")
+    shutil.copy(os.path.join(FIXTURES, "mixtral", "config.json"), tmp_path)
+    hf = hf_io.read_hf_dir(str(tmp_path))
+    assert hf.names == names
+    model_cfg = resolve(from_fields(hf_config.to_moejax(hf.config)), 128)
+    one = hf_io.imported_state(model_cfg, hf_io.read_hf_dir(os.path.join(FIXTURES, "mixtral")))
+    sharded = hf_io.imported_state(model_cfg, hf)
+    assert one.keys() == sharded.keys()
+    for path in one:
+        np.testing.assert_array_equal(one[path], sharded[path])
