@@ -57,21 +57,21 @@ class LatentAttention(nnx.Module):
         h, d_qk = num_heads, dims.qk_head_dim
         if dims.q_lora_rank:
             self.q_a = nnx.Param(init(0, 1)(rngs.params(), (dim, dims.q_lora_rank)),
-                                 logical_axes=("embed", "kv"))
+                                 logical_axes=("embed", "latent"))
             self.q_a_norm = RMSNorm(dims.q_lora_rank, norm_eps)
             self.q_b = nnx.Param(init(0, (1, 2))(rngs.params(), (dims.q_lora_rank, h, d_qk)),
-                                 logical_axes=("kv", "heads", None))
+                                 logical_axes=("latent", "heads", "kv"))
         else:
             self.q = nnx.Param(init(0, (1, 2))(rngs.params(), (dim, h, d_qk)),
                                logical_axes=("embed", "heads", "kv"))
         self.kv_a = nnx.Param(
             init(0, 1)(rngs.params(), (dim, dims.kv_lora_rank + dims.qk_rope_head_dim)),
-            logical_axes=("embed", "kv"))
+            logical_axes=("embed", "latent"))
         self.kv_a_norm = RMSNorm(dims.kv_lora_rank, norm_eps)
         self.kv_b = nnx.Param(
             init(0, (1, 2))(rngs.params(),
                             (dims.kv_lora_rank, h, dims.qk_nope_head_dim + dims.v_head_dim)),
-            logical_axes=("kv", "heads", None))
+            logical_axes=("latent", "heads", "kv"))
         self.o = nnx.Param(init((0, 1), 2)(rngs.params(), (h, dims.v_head_dim, dim)),
                            logical_axes=("heads", "kv", "embed"))
         self.dims = dims

@@ -27,6 +27,7 @@ LOGICAL_AXIS_RULES: Dict[Optional[str], Tuple[str, ...]] = {
     "expert_scores": (),         # router columns: tiny, every device routes its own tokens
     "slots": (),                 # Soft MoE slot parameters
     "kv": (),
+    "latent": ("fsdp",),         # MLA's low-rank q and kv latents (DeepSeek): FSDP splits them
     "layers": (),
     None: (),
 }
