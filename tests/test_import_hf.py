@@ -59,7 +59,7 @@ def test_every_layout_has_a_fixture():
 def test_imported_logits_equal_transformers(layout):
     want = expected(layout)
     model_cfg, model, _ = imported(os.path.join(FIXTURES, layout))
-    logits, _ = model(jnp.asarray(want["tokens"]), deterministic=True)
+    logits, _ = nnx.jit(lambda m, t: m(t, deterministic=True))(model, jnp.asarray(want["tokens"]))
     np.testing.assert_allclose(logits, np.asarray(want["logits"]), rtol=1e-4, atol=1e-4)
     assert count_params(model) == want["num_parameters"]
 
@@ -120,8 +120,9 @@ def test_config_json_round_trips(layout):
 
 
 def test_import_and_export_commands(tmp_path):
-    """import_hf writes a trainer workdir (step 0) that inspect_checkpoint reads; export_hf
-    writes the same tensors back."""
+    """import_hf writes a trainer workdir (step 0) that inspect_checkpoint's report reads and
+    that refuses a second import; export_hf writes the same tensors back."""
+    from moejax.checkpoints import report
     source = os.path.join(FIXTURES, "deepseek_v3")
     run = lambda *args: subprocess.run([sys.executable, "-m", *args], cwd=ROOT,
                                        capture_output=True, text=True, timeout=600)
@@ -129,18 +130,18 @@ def test_import_and_export_commands(tmp_path):
     done = run("experiments.import_hf", f"--hf_dir={source}", f"--workdir={workdir}")
     assert done.returncode == 0, done.stderr
     assert os.path.isdir(workdir / "checkpoints" / "0")
-    shown = run("experiments.inspect_checkpoint", f"--workdir={workdir}")
-    assert shown.returncode == 0, shown.stderr
-    assert f"imported from the Hugging Face model {source}" in shown.stdout
+    shown = report.format_summary(report.summarize(str(workdir), 0))
+    assert f"imported from the Hugging Face model {source}" in shown
     done = run("experiments.export_hf", f"--workdir={workdir}", f"--out_dir={out}")
     assert done.returncode == 0, done.stderr
     original, again = hf_io.read_hf_dir(source), hf_io.read_hf_dir(str(out))
     assert again.names == original.names
     for name in original.names:
         np.testing.assert_array_equal(again.get(name), original.get(name), err_msg=name)
-    again_twice = run("experiments.import_hf", f"--hf_dir={source}", f"--workdir={workdir}")
-    assert again_twice.returncode == 1
-    assert again_twice.stderr.strip().splitlines()[-1].startswith("error: import: ")
+    model_cfg, _, hf = imported(source)
+    with pytest.raises(ConfigError, match="already has checkpoints .step 0.; import into a new"):
+        hf_io.write_workdir(from_fields(hf_config.to_moejax(hf.config)), model_cfg, hf,
+                            str(workdir))
 
 
 def test_sharded_checkpoints_read_like_one_file(tmp_path):
