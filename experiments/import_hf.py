@@ -12,8 +12,8 @@ and --workdir continues training the imported model. Without --config, the train
 are the decoder families' paper defaults (C4 in tfds); SentencePiece models bring their
 tokenizer (DIR/tokenizer.model is used when present).
 
-The workdir then works with train, evaluate, sample, upcycle, inspect_checkpoint and the
-memory tools; `python -m experiments.export_hf` writes it back.
+The workdir then works with train, evaluate, sample and inspect_checkpoint (and its config
+with the memory and AOT tools); `python -m experiments.export_hf` writes it back.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 
 The imported checkpoint is an ordinary trainer checkpoint at step 0 (model and optimizer
 state; no data position, so training starts at the beginning of its data), which train,
-evaluate, sample, upcycle, inspect_checkpoint and the memory tools read. Tensors are read with
+evaluate, sample and inspect_checkpoint read. Tensors are read with
 the safetensors package (the format's reference reader; it maps the files and reads each
 tensor when asked). Nothing is downloaded: users bring the directory.
 """
