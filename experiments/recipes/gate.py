@@ -105,7 +105,7 @@ def gate_runs(backbone: str, size: str, common: Mapping[str, Any]) -> Dict[str, 
 # Config fields added since gate caches were first written: at these defaults they stay out of
 # the key, so a regime's cached runs still match after moejax gained the option.
 ADDED_FIELDS = {("model", "remat"): "none", ("train", "grad_accum_steps"): 1,
-                ("train", "profile_steps"): "", ("logging", "wandb_project"): "",
+                ("train", "profile_steps"): "", ("train", "restore_step"): None, ("logging", "wandb_project"): "",
                 ("logging", "wandb_mode"): "online",
                 # the open models' architecture pieces (issue 19)
                 ("model", "num_kv_heads"): None, ("model", "attention"): "mha",

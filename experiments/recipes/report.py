@@ -129,12 +129,14 @@ def plot_losses(summaries: Sequence[Summary], directory: str, target: Optional[f
 
 
 def _zoom(ax, summaries: Sequence[Summary]) -> None:
-    """Skips the first evaluations' high losses so the differences at the end show."""
-    finals = [s.mean("final_loss") for s in summaries if s.mean("final_loss") is not None]
+    """Skips the first evaluations' high losses so the differences at the end show; every
+    seed's lowest loss stays in view."""
+    lows = [min(loss for _, loss in run.eval_curve)
+            for s in summaries for run in s.stable if run.eval_curve]
     starts = [run.eval_curve[min(1, len(run.eval_curve) - 1)][1]
               for s in summaries for run in s.stable if run.eval_curve]
-    if finals and starts:
-        low, high = min(finals), max(starts)
+    if lows and starts:
+        low, high = min(lows), max(starts)
         if high > low:
             ax.set_ylim(low - 0.05 * (high - low), high)
 
