@@ -56,3 +56,18 @@ def test_a_tiny_config_compiles_for_a_tpu_slice(topology):
     c = figures["per_chip"]
     assert 0 < c["parameter_bytes"] <= c["argument_bytes"] <= c["total_bytes"]
     assert c["flops"] > 0 and "all-reduce" in c["collectives"]      # data-parallel gradients
+
+
+def test_compile_time_out_of_memory_is_one_does_not_fit_line():
+    """XLA stops a program that cannot fit before there is a memory analysis; its message
+    (as libtpu 0.0.42 words it for DeepSeek-V3 at 1M tokens on v5p-256, fsdp 4) becomes one
+    line with the figures in it."""
+    message = ("Traceback ...\njax.errors.JaxRuntimeError: RESOURCE_EXHAUSTED: Ran out of "
+               "memory on HBM, the total memory required for HLO temporaries (222.19G) exceeds "
+               "available HBM (95.74G).\nmore")
+    line = aot.does_not_fit(message, "v5p-256")
+    assert "\n" not in line
+    assert line.startswith("DOES NOT FIT on v5p-256: Ran out of memory on HBM, the total "
+                           "memory required for HLO temporaries (222.19G) exceeds available "
+                           "HBM (95.74G).")
+    assert "--config.train.grad_accum_steps" in line

@@ -59,6 +59,17 @@ def sharded_bytes(tree) -> int:
     return total
 
 
+def does_not_fit(message: str, topology: str) -> str:
+    """One line for XLA's compile-time out-of-memory error (the program needs more HBM than a
+    chip has, so the compiler stops before there is a memory analysis to read)."""
+    first = next((line.strip() for line in message.splitlines()
+                  if "RESOURCE_EXHAUSTED" in line), message.strip().splitlines()[0])
+    cause = first.split("RESOURCE_EXHAUSTED:", 1)[-1].strip()
+    return (f"DOES NOT FIT on {topology}: {cause} Shard more (--config.mesh.*), rematerialise "
+            "(--config.model.remat=full), or split the batch into microbatches "
+            "(--config.train.grad_accum_steps).")
+
+
 def analyse(config, topology: str, log=print) -> Dict[str, Any]:
     """Compiles config's train step for `topology`; returns the figures (see the module doc).
 
@@ -75,7 +86,12 @@ def analyse(config, topology: str, log=print) -> Dict[str, Any]:
     setup = train_setup.build(config, MeshConfig.from_dict(dict(config.mesh)), abstract=True,
                               devices=devices)
     log(f"mesh: {' '.join(f'{k}={v}' for k, v in setup.mesh.shape.items())}")
-    compiled = setup.compile()
+    try:
+        compiled = setup.compile()
+    except jax.errors.JaxRuntimeError as err:
+        if "RESOURCE_EXHAUSTED" not in str(err):
+            raise
+        raise ConfigError(does_not_fit(str(err), topology)) from None
     seconds = time.perf_counter() - start
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
