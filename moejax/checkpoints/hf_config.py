@@ -111,7 +111,7 @@ def to_moejax(hf: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
                hidden_dim=hf.get("moe_intermediate_size") or hf["intermediate_size"])
     if model_type == "olmoe":
         _refuse(hf, "attention_bias", (False,))
-        model.update(qk_norm="across_heads", d_ff=hf["intermediate_size"])
+        model.update(qk_norm="across_heads")
         moe.update(router_z_loss=float(hf.get("router_z_loss_coef", 0.0) or 0.0))
     elif model_type == "qwen2_moe":
         model.update(qkv_bias=bool(hf.get("qkv_bias", True)))

@@ -143,8 +143,9 @@ def parameter_sources(cfg: ModelConfig, model_type: str
         if path == ("head",) and cfg.tie_embeddings:
             continue
         yield path, None, rule, -1
+    places = layer_places(cfg)
     for layer in range(cfg.num_layers):
-        place = layer_places(cfg)[("decoder", layer)]
+        place = places[("decoder", layer)]
         for inner, rule in layer_rules(cfg, model_type, place.kind).items():
             yield _path(place.prefix, inner), place.repeat, rule, layer
 

@@ -141,10 +141,10 @@ def summarize(workdir: str, step: int | None = None) -> dict[str, Any]:
         "elements": int(sum(np.prod(leaf.shape, dtype=np.int64) for leaf in opt_leaves)),
         "bytes": int(sum(np.prod(leaf.shape, dtype=np.int64) * np.dtype(leaf.dtype).itemsize
                          for leaf in opt_leaves))}
+    provenance = run_config.read(workdir) or {}
     return {
         "workdir": str(workdir), "checkpoint": f"{checkpoint_directory(workdir)}/{step}",
-        "upcycled_from": (run_config.read(workdir) or {}).get("upcycled_from"),
-        "imported_from": (run_config.read(workdir) or {}).get("imported_from"),
+        **{key: provenance.get(key) for key in run_config.PROVENANCE},
         "steps": steps, "step": step, "config": summary_config,
         "mesh": ", ".join(sorted(m for m in meshes if m)) or None,
         "parameters": parameters, "parameter_counts": counts, "total_parameters": total,
