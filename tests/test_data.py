@@ -3,6 +3,7 @@ tokenizers and the one-line errors for a missing corpus package, an unknown tfds
 sequence length too small for the objective.
 """
 
+import subprocess
 import sys
 
 import numpy as np
@@ -15,8 +16,15 @@ from moejax.errors import ConfigError
 
 @pytest.fixture(scope="module")
 def corpus_dir(tmp_path_factory):
+    """Built by two processes started at once, as a recipe's parallel runs do on a new machine:
+    both must succeed (one builds, the other waits and reads)."""
     path = str(tmp_path_factory.mktemp("corpus"))
-    corpus.prepare(path)
+    code = "import sys; from moejax.data import corpus; corpus.prepare(sys.argv[1])"
+    processes = [subprocess.Popen([sys.executable, "-c", code, path], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    for process in processes:
+        output = process.communicate(timeout=600)[0]
+        assert process.returncode == 0, output[-2000:]
     return path
 
 

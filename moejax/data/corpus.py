@@ -9,7 +9,10 @@ fixed, disjoint from train and independent of reading order.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import os
 
 import tensorflow_datasets as tfds
 
@@ -55,11 +58,34 @@ class MoejaxEnglish(tfds.core.GeneratorBasedBuilder):
 
 
 def prepare(data_dir: str | None = None) -> tfds.core.DatasetBuilder:
-    """Builds the default corpus as array_record under data_dir (once) and returns the builder."""
+    """Builds the default corpus as array_record under data_dir (once) and returns the builder.
+
+    Processes that start at once on a new machine (a recipe's parallel runs, the test suite's
+    workers) take turns: the first builds it while the others wait, then find it built."""
     builder = MoejaxEnglish(data_dir=data_dir, file_format="array_record")
-    if not builder.is_prepared():
-        documents.check_packages()                     # fail before writing anything
-        builder.download_and_prepare(
-            file_format="array_record",
-            download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    if builder.is_prepared():
+        return builder
+    documents.check_packages()                         # fail before writing anything
+    with _one_at_a_time(os.path.dirname(os.fspath(builder.data_dir))):
+        builder = MoejaxEnglish(data_dir=data_dir, file_format="array_record")  # as of now
+        if not builder.is_prepared():
+            builder.download_and_prepare(
+                file_format="array_record",
+                download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     return builder
+
+
+@contextlib.contextmanager
+def _one_at_a_time(directory: str):
+    """An exclusive lock on directory/.prepare.lock, shared by every process on this machine
+    (not taken for a remote directory such as gs://, which no local lock can guard)."""
+    if "://" in directory:
+        yield
+        return
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, ".prepare.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
