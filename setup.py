@@ -43,7 +43,10 @@ setuptools.setup(
     ],
     extras_require={
         # pytest-xdist: the suite runs on every core (-n auto), about twice as fast on two
-        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "scipy>=1.11"],
+        # jax[tpu] brings libtpu (about 700 MB, XLA's TPU compiler): the tests compile for TPU
+        # slices ahead of time, no TPU needed (experiments/aot.py); without chips moejax still
+        # starts on the CPU (moejax/platforms.py)
+        "test": ["pytest>=8.0", "pytest-xdist>=3.5", "scipy>=1.11", "jax[tpu]"],
         # gs:// workdirs: gcsfs for checkpoints, logs and plots (etils.epath), and
         # google-cloud-storage for TensorBoard event files (tensorboardX)
         "gcs": ["gcsfs", "google-cloud-storage"],

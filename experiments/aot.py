@@ -7,11 +7,16 @@ No TPU is needed: XLA's TPU compiler comes with the libtpu wheel (`pip install
 "jax[tpu]==<jax's version>"`), and jax.experimental.topologies describes the slice's chips.
 The step compiled is the trainer's (forward, backward, optimizer update, expert parallelism as
 the mesh shards it, DeepSeek's bias update where used) on abstract arrays: nothing is allocated.
+Choices a config leaves to the backend ('auto') are made as on a TPU: dropless layers compile
+with jax.lax.ragged_dot and the real ragged_all_to_all (benchmarks/aot.py: TPU_CHOICES).
 
 Prints, per chip: parameter and optimizer-state bytes (from the shardings), the compiler's
 argument / output / temporary / total memory against the chip's HBM and a FITS or DOES NOT
 FIT line (exit status 1 if it does not fit); FLOPs per step; every collective in the compiled
-program by kind, with its bytes; and a roofline PREDICTION of step time and MFU: compute at the
+program by kind, with its bytes (a scanned layer's once per layer: XLA:TPU's loops are counted
+by their conditions, experiments/benchmarks/collectives.py); the all-to-all elements beside the
+minimum the capacity plan needs (dropless: the exact rows; experiments/benchmarks/comm.py); and
+a roofline PREDICTION of step time and MFU: compute at the
 chip's bf16 peak, the compiler's bytes accessed at its HBM bandwidth, collective bytes at its
 ICI bandwidth (moejax/parallel/tpu_chips.py, with sources). The prediction assumes compute and
 HBM traffic overlap and collectives do not; it is a bound for planning, not a measurement.

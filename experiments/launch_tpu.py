@@ -15,8 +15,8 @@ at the first failure:
   2. with --reuse, `gcloud ... describe` the TPU and skip step 3 if it is READY;
   3. `gcloud ... create` the TPU VM (--version defaults to the generation's JAX image);
   4. `gcloud ... scp` the tarball to every worker;
-  5. `gcloud ... ssh --worker=all`: unpack into ~/moejax, make a Python 3.11 venv
-     ~/moejax-venv with uv, install jax[tpu] and moejax[gcs];
+  5. `gcloud ... ssh --worker=all`: unpack into ~/moejax, make a Python 3.12 venv
+     ~/moejax-venv with uv, install the newest jax[tpu] and moejax[gcs];
   6. `gcloud ... ssh --worker=all`: `python -m experiments.train --distributed ...` on every
      worker, in the foreground (gcloud streams every worker's output; each worker also keeps
      ~/moejax/train.log);
@@ -69,15 +69,16 @@ TPU_VM = ["gcloud", "compute", "tpus", "tpu-vm"]
 REMOTE_TARBALL = "~/moejax.tar.gz"
 REMOTE_VENV = "~/moejax-venv"
 # Step 5 on every worker. TPU VM images ship Python 3.10 and moejax needs 3.11+, so uv makes a
-# 3.11 venv; re-running it (--reuse) replaces the code and keeps the venv. JAX and its libtpu
-# are the versions CI's Python 3.11 leg tests (.ci/lowest.txt, as constraints).
+# 3.12 venv; re-running it (--reuse) replaces the code and keeps the venv. JAX and its libtpu are
+# the newest releases, as CI's Python 3.12 leg tests them: jax 0.10.2's ragged_dot compiles for
+# TPU to 22x the useful FLOPs at 64 experts, jax 0.12's to exactly them (docs/PERFORMANCE.md).
+CONTAINER_INSTALL = 'pip install -q -U "jax[tpu]" -e ".[gcs]"'
 SETUP_COMMAND = (
     "rm -rf ~/moejax && mkdir -p ~/moejax && tar -xzf ~/moejax.tar.gz -C ~/moejax"
     ' && export PATH="$HOME/.local/bin:$PATH"'
     " && (command -v uv >/dev/null || curl -LsSf https://astral.sh/uv/install.sh | sh)"
-    f" && uv venv --allow-existing --python 3.11 {REMOTE_VENV}"
-    f" && uv pip install --python {REMOTE_VENV}/bin/python -U -c ~/moejax/.ci/lowest.txt"
-    ' "jax[tpu]" -e "$HOME/moejax[gcs]"')
+    f" && uv venv --allow-existing --python 3.12 {REMOTE_VENV}"
+    f' && uv pip install --python {REMOTE_VENV}/bin/python -U "jax[tpu]" -e "$HOME/moejax[gcs]"')
 # The JAX software version of each TPU generation (cloud.google.com/tpu/docs/runtimes).
 RUNTIME_VERSIONS = {"v2": "tpu-ubuntu2204-base", "v3": "tpu-ubuntu2204-base",
                     "v4": "tpu-ubuntu2204-base", "v5litepod": "v2-alpha-tpuv5-lite",

@@ -5,6 +5,10 @@ of them) -> capacity plan (moejax.plan) -> dispatch (moejax.dispatch) -> experts
 (moejax.experts) -> combine. See MoeLayer.
 """
 
+from moejax.platforms import skip_absent_tpu
+
+skip_absent_tpu()       # libtpu installed for AOT compiles, no TPU here: start on the CPU
+
 from moejax.config import MoeConfig
 from moejax.errors import ConfigError
 from moejax.layer import MoeLayer

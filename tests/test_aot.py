@@ -2,6 +2,7 @@
 libtpu is installed) a real compile for a 4-chip and an 8-chip slice."""
 
 import importlib.util
+import math
 
 import pytest
 
@@ -9,6 +10,7 @@ from experiments import config_files
 from experiments.benchmarks import aot
 from moejax.errors import ConfigError
 from moejax.parallel.tpu_chips import CHIPS, parse_topology
+from moejax.train.state_memory import state_memory
 
 HLO = """
 ENTRY %main () -> f32[4,16] {
@@ -24,10 +26,11 @@ ENTRY %main () -> f32[4,16] {
 
 def test_collectives_are_counted_with_their_bytes():
     assert aot.collectives(HLO) == {
-        "all-to-all": {"count": 1, "bytes": 4 * 8 * 128 * 2},
-        "all-reduce": {"count": 1, "bytes": (10 + 20) * 4},       # the -start, not the -done
-        "all-gather": {"count": 1, "bytes": 4 * 16 * 4},
-        "ragged-all-to-all": {"count": 1, "bytes": 64 * 32 * 2},
+        "all-to-all": {"count": 1, "bytes": 4 * 8 * 128 * 2, "elements": 4 * 8 * 128},
+        "all-reduce": {"count": 1, "bytes": (10 + 20) * 4,       # the -start, not the -done
+                       "elements": 10 + 20},
+        "all-gather": {"count": 1, "bytes": 4 * 16 * 4, "elements": 4 * 16},
+        "ragged-all-to-all": {"count": 1, "bytes": 64 * 32 * 2, "elements": 64 * 32},
     }
 
 
@@ -45,17 +48,50 @@ def test_bad_topologies_give_one_line(name):
         parse_topology(name)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
-                    reason='libtpu is not installed (pip install "jax[tpu]==<jax version>")')
-@pytest.mark.parametrize("topology", ["v5e-4", "v5p-8"])
-def test_a_tiny_config_compiles_for_a_tpu_slice(topology):
-    config = config_files.load("switch", "tiny")
+NO_LIBTPU = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
+                               reason='libtpu is not installed (pip install "jax[tpu]")')
+
+
+def switch_tiny_all_to_all_elements(shards):
+    """Switch tiny by hand: batch 96, 24 encoder / 6 decoder tokens, one routing group per row,
+    D = 128, E = 8, top-1, capacity factor 1.25, min capacity 4; one MoE layer per stack.
+    Each layer sends its [G_local, E, C, D] buffer 4 times (out, back; both transposed)."""
+    g_local = 96 // shards
+    c_encoder = max(4, math.ceil(1.25 * 24 / 8))                  # 4
+    c_decoder = min(6, max(4, math.ceil(1.25 * 6 / 8)))           # 4 (at most S = 6)
+    return 4 * g_local * 8 * (c_encoder + c_decoder) * 128
+
+
+@NO_LIBTPU
+@pytest.mark.parametrize("family, topology, expert", [("switch", "v5e-4", 4),
+                                                      ("mixtral", "v5p-8", 8)])
+def test_a_tiny_config_compiles_for_a_tpu_slice(family, topology, expert):
+    """The whole train step compiled by XLA:TPU: its all-to-alls against the plan by hand, its
+    parameter and optimizer bytes per chip against the shapes-only estimate of
+    experiments.memory, and its arguments = that state + one small batch."""
+    config = config_files.load(family, "tiny", {"mesh.expert": expert})
     figures = aot.analyse(config, topology, log=lambda s: None)
     chips = int(topology.split("-")[1])
     assert figures["chips"] == chips and figures["fits"]
+    assert figures["mesh"]["expert"] == expert
     c = figures["per_chip"]
-    assert 0 < c["parameter_bytes"] <= c["argument_bytes"] <= c["total_bytes"]
-    assert c["flops"] > 0 and "all-reduce" in c["collectives"]      # data-parallel gradients
+    a2a = c["collectives"]["all-to-all"]
+    if family == "switch":                   # capacity buffers, both MoE layers
+        assert a2a["count"] == 2 * 4
+        assert a2a["elements"] == c["all_to_all_minimum_elements"] == (
+            switch_tiny_all_to_all_elements(chips))
+        assert "all-reduce" in c["collectives"]            # data-parallel gradients
+    else:                                    # dropless on TPU: the real ragged exchange
+        layers, t_local, k, d = 4, 16 * 128 // chips, 2, 128
+        assert c["collectives"]["ragged-all-to-all"]["count"] == 4 * layers
+        assert a2a["elements"] == a2a["count"] * expert        # the [E] row counts
+        assert c["all_to_all_minimum_elements"] == layers * 4 * t_local * k * d
+    state = state_memory(config, chips)
+    assert c["parameter_bytes"] == state["parameters"]["all"]["per_device"]
+    assert c["optimizer_state_bytes"] == state["optimizer"]["per_device"]
+    extra = c["argument_bytes"] - c["parameter_bytes"] - c["optimizer_state_bytes"]
+    assert 0 <= extra < 256 * 1024                        # the batch, the step, the rng
+    assert c["flops"] > 0 and c["total_bytes"] <= c["hbm_bytes"]
 
 
 def test_compile_time_out_of_memory_is_one_does_not_fit_line():

@@ -133,8 +133,63 @@ def test_collectives_count_loop_bodies_per_iteration():
     assert collectives(HLO) == [("all-to-all", 64), ("all-reduce", 64), ("all-gather", 64),
                                 ("all-reduce", 64)]
     kinds = summarize(list(found.values()))
-    assert kinds["all-to-all"] == {"ops": 3, "bytes": 192, "trivial": 0}
-    assert kinds["all-reduce"] == {"ops": 1, "bytes": 64, "trivial": 3}
+    assert kinds["all-to-all"] == {"ops": 3, "bytes": 192, "elements": 48, "trivial": 0}
+    assert kinds["all-reduce"] == {"ops": 1, "bytes": 64, "elements": 16, "trivial": 3}
+
+
+# How XLA:TPU prints a scanned loop (as libtpu 0.0.42 compiles one): no known_trip_count, a
+# condition `counter < constant(5)`, an async all-gather split into a start and a done fusion
+# that each print a copy of it (same channel_id), and two all-to-alls sharing channel 1.
+TPU_HLO = "\n".join([
+    "HloModule m",
+    "",
+    "%gather_start (p0: bf16[1,8]) -> bf16[4,8] {",
+    "  %all-gather.1 = bf16[4,8]{1,0:T(8,128)} all-gather(%p0), channel_id=7, "
+    "replica_groups=mesh['axis_0'=4] {'axis_0'}, dimensions={0}, "
+    'backend_config={"async_collective_fusion_config":{"flag_start":"-1"}}',
+    "  ROOT %cc = bf16[4,8]{1,0} custom-call(%all-gather.1)",
+    "}",
+    "",
+    "%gather_done (p0: bf16[1,8]) -> bf16[4,8] {",
+    "  ROOT %all-gather.2 = bf16[4,8]{1,0:T(8,128)} all-gather(%p0), channel_id=7, "
+    "replica_groups=mesh['axis_0'=4] {'axis_0'}, dimensions={0}, "
+    'backend_config={"async_collective_fusion_config":{"flag_start":"2"}}',
+    "}",
+    "",
+    "%body (p: (s32[], bf16[1,8])) -> (s32[], bf16[1,8]) {",
+    "  %one = s32[]{:T(128)} constant(1)",
+    "  %s = bf16[4,8]{1,0} fusion(%x), kind=kCustom, calls=%gather_start",
+    "  %d = bf16[4,8]{1,0} fusion(%x), kind=kCustom, calls=%gather_done",
+    "  %a = bf16[4,2]{1,0} all-to-all(%y), channel_id=1, replica_groups={{0,1,2,3}}, "
+    "dimensions={0}",
+    "  %b = bf16[4,2]{1,0} all-to-all(%a), channel_id=1, replica_groups={{0,1,2,3}}, "
+    "dimensions={0}",
+    "  ROOT %t = (s32[], bf16[1,8]) tuple(%i, %x)",
+    "}",
+    "",
+    "%cond (p: (s32[], bf16[1,8])) -> pred[] {",
+    "  %i = s32[]{:T(128)} get-tuple-element(%p), index=0",
+    "  %constant.52.clone.1 = s32[]{:T(128)} constant(5)",
+    "  ROOT %lt.10 = pred[]{:T(512)} compare(%i, %constant.52.clone.1), direction=LT, "
+    'metadata={op_name="jit(f)/while/cond/lt"}',
+    "}",
+    "",
+    "ENTRY %main (x: bf16[1,8]) -> bf16[1,8] {",
+    "  %w = (s32[], bf16[1,8]) while(%t0), condition=%cond, body=%body",
+    "  ROOT %r = bf16[1,8]{1,0} get-tuple-element(%w), index=1",
+    "}",
+    ""])
+
+
+def test_a_tpu_loop_counts_by_its_condition():
+    """5 trips from `counter < 5`; the start/done copies of one all-gather count once, the
+    two all-to-alls twice."""
+    runs = executions(TPU_HLO)
+    assert (runs["body"], runs["cond"], runs["gather_start"], runs["gather_done"]) == (5, 6, 5, 5)
+    kinds = summarize(parse_collectives(TPU_HLO))
+    assert kinds["all-gather"] == {"ops": 5, "bytes": 5 * 4 * 8 * 2, "elements": 5 * 32,
+                                   "trivial": 0}
+    assert kinds["all-to-all"]["ops"] == 2 * 5
 
 
 def test_gpu_suite_skips_without_a_gpu_and_its_check_runs_anywhere(capsys):

@@ -72,9 +72,9 @@ def expected_steps(tmp_path, *, project=None, spot=False, reuse=False, delete_af
     where = ["--zone=us-east5-a"] + ([f"--project={project}"] if project else [])
     setup = ('rm -rf ~/moejax && mkdir -p ~/moejax && tar -xzf ~/moejax.tar.gz -C ~/moejax && '
              'export PATH="$HOME/.local/bin:$PATH" && (command -v uv >/dev/null || curl -LsSf '
-             'https://astral.sh/uv/install.sh | sh) && uv venv --allow-existing --python 3.11 '
-             '~/moejax-venv && uv pip install --python ~/moejax-venv/bin/python -U -c '
-             '~/moejax/.ci/lowest.txt "jax[tpu]" -e "$HOME/moejax[gcs]"')
+             'https://astral.sh/uv/install.sh | sh) && uv venv --allow-existing --python 3.12 '
+             '~/moejax-venv && uv pip install --python ~/moejax-venv/bin/python -U '
+             '"jax[tpu]" -e "$HOME/moejax[gcs]"')
     extra_text = "".join(" " + shlex.quote(a) for a in extra)
     steps = [["git", "-C", ROOT, "archive", "--format=tar.gz", f"--output={tarball}", "HEAD"]]
     if reuse:

@@ -18,4 +18,7 @@ def test_setup_minimums_equal_the_ci_constraints():
         name: pins[name] for name in ("jax", "flax", "optax", "orbax-checkpoint")}
     assert pins["jaxlib"] == pins["jax"]
     assert "PIP_CONSTRAINT" in read(".ci/run") and ".ci/lowest.txt" in read(".ci/run")
-    assert "-c ~/moejax/.ci/lowest.txt" in read("experiments/launch_tpu.py")
+    # TPU launches install the newest releases on Python 3.12, as CI's second leg tests them
+    launch = read("experiments/launch_tpu.py")
+    assert "--python 3.12" in launch and "lowest.txt" not in launch
+    assert re.search(r'python312=\$\(find_python 3\.12\)', read(".ci/run"))

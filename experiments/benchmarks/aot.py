@@ -5,15 +5,16 @@ memory against HBM, FLOPs, the collectives of the compiled program and a rooflin
 from __future__ import annotations
 
 import math
+import os
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import jax
 import numpy as np
 from flax import nnx
 from jax.experimental import topologies
 
-from experiments.benchmarks import train_setup
+from experiments.benchmarks import comm, train_setup
 from experiments.benchmarks.collectives import parse_collectives, summarize
 from moejax.checkpoints.store import StderrHeld
 from moejax.errors import ConfigError, first_line
@@ -25,6 +26,9 @@ def tpu_devices(chip, shape):
     start-up warnings about the TPU VM it is not running on are held back."""
     bounds = (2, 2, 1) if chip.dims == 3 or math.prod(shape) < 8 else (2, 4, 1)
     name = f"{chip.name}:{'x'.join(map(str, shape))}"
+    # libtpu locks /tmp/libtpu_lockfile for the one process it expects per TPU VM; compiling
+    # needs no chips, so parallel test workers and compiles may each load it.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     with StderrHeld() as held:
         held.drop = True
         try:
@@ -38,11 +42,11 @@ def tpu_devices(chip, shape):
 
 
 def collectives(hlo_text: str) -> Dict[str, Dict[str, int]]:
-    """{kind: {"count", "bytes"}} of the collectives that one device runs per step: every
+    """{kind: {"count", "bytes", "elements"}} of the collectives that one device runs per step: every
     instruction of the compiled HLO times the runs of its computation (a loop body, e.g.
     layers under nnx.scan, once per iteration; experiments/benchmarks/collectives.py), bytes
     its result's size (async ops at their -start); kinds that move nothing are left out."""
-    return {op: {"count": v["ops"], "bytes": v["bytes"]}
+    return {op: {"count": v["ops"], "bytes": v["bytes"], "elements": v["elements"]}
             for op, v in summarize(parse_collectives(hlo_text)).items() if v["ops"]}
 
 
@@ -70,6 +74,31 @@ def does_not_fit(message: str, topology: str) -> str:
             "(--config.train.grad_accum_steps).")
 
 
+# What a TPU runs where a config leaves the choice to the backend ('auto' resolves by the
+# backend that traces, and here that is the CPU): the real ragged exchange and ragged_dot.
+TPU_CHOICES = {"moe.grouped_matmul": "ragged_dot", "moe.dropless_all_to_all": "ragged"}
+
+
+def for_tpu(config):
+    """A copy of config with its 'auto' backend choices made as on a TPU (TPU_CHOICES)."""
+    config = config.copy_and_resolve_references()
+    for field, choice in TPU_CHOICES.items():
+        section, name = field.split(".")
+        if section in config and config[section].get(name) == "auto":
+            config[section][name] = choice
+    return config
+
+
+def plan_minimum(setup) -> Optional[int]:
+    """All-to-all elements per chip and step that the capacity plan (or, dropless, the exact
+    rows) needs (experiments/benchmarks/comm.py); None without routed MoE layers."""
+    from moejax.routing import family
+    cfg = setup.model_cfg
+    if not cfg.has_moe or family(cfg.moe).choice == "soft":
+        return None
+    return comm.minimum_all_to_all_elements(setup)
+
+
 def analyse(config, topology: str, log=print) -> Dict[str, Any]:
     """Compiles config's train step for `topology`; returns the figures (see the module doc).
 
@@ -79,6 +108,7 @@ def analyse(config, topology: str, log=print) -> Dict[str, Any]:
     --config.model.scan_layers=False unrolls the layers and makes them whole, at a longer
     compile."""
     chip, shape = parse_topology(topology)
+    config = for_tpu(config)
     devices = tpu_devices(chip, shape)
     log(f"{topology}: {len(devices)} chips ({'x'.join(map(str, shape))}), "
         f"{chip.hbm_bytes / 2 ** 30:.0f} GiB HBM each")
@@ -119,6 +149,7 @@ def analyse(config, topology: str, log=print) -> Dict[str, Any]:
             "temporary_bytes": memory.temp_size_in_bytes,
             "total_bytes": total, "hbm_bytes": chip.hbm_bytes,
             "flops": flops, "bytes_accessed": accessed, "collectives": found,
+            "all_to_all_minimum_elements": plan_minimum(setup),
         },
         "fits": total <= chip.hbm_bytes,
         "prediction": {"compute_seconds": compute_s, "hbm_seconds": hbm_s,
@@ -148,6 +179,13 @@ def report(figures: Dict[str, Any]) -> str:
             for kind, v in sorted(c["collectives"].items())))
     else:
         lines.append("collectives per chip and step: none")
+    minimum = c.get("all_to_all_minimum_elements")
+    if minimum:
+        moved = sum(v["elements"] for kind, v in c["collectives"].items()
+                    if kind in ("all-to-all", "ragged-all-to-all"))
+        lines.append(f"all-to-all elements per chip and step: {moved / 1e6:.2f} M moved "
+                     f"(buffers as compiled), plan minimum {minimum / 1e6:.2f} M "
+                     f"(ratio {moved / minimum:.2f})")
     lines.append(
         f"PREDICTION (roofline, not a measurement): step {p['step_seconds'] * 1e3:.1f} ms = "
         f"max(compute {p['compute_seconds'] * 1e3:.1f} ms, HBM {p['hbm_seconds'] * 1e3:.1f} ms) "

@@ -14,11 +14,12 @@ all-gather it is the gathered result (|group| times the operand), for reduce-sca
 scattered piece.
 
 A loop body is printed once in the text but runs once per iteration: `executions` follows the
-computations called from the entry computation (while bodies with XLA's known_trip_count,
-calls, conditionals, async wrappers) and multiplies (a loop's condition runs once more
-than its body). Each branch of a conditional counts as
-taken, so counts under conditionals are upper bounds; a while loop without a known trip count
-counts once.
+computations called from the entry computation (while bodies, calls, conditionals, async
+wrappers, fusions) and multiplies (a loop's condition runs once more than its body). A loop's
+trips are XLA's known_trip_count where the compiler printed one (XLA:CPU does); XLA:TPU prints
+none, and there a condition whose root is `counter < constant(N)` (how a scan's loop compiles)
+counts N trips, the counter starting at 0 as a scan's does. Each branch of a conditional counts
+as taken, so counts under conditionals are upper bounds; any other while loop counts once.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ _CALLEES = re.compile(r"\b(?:calls|to_apply|body|condition|true_computation|"
 _BRANCHES = re.compile(r"branch_computations=\{([^}]*)\}")
 _TRIP_COUNT = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
 _LOOP = re.compile(r"\bcondition=%([\w.\-]+), body=%([\w.\-]+)")
+_LESS_THAN = re.compile(r"^\s*ROOT %\S+ = pred\[\]\S* compare\(%[\w.\-]+, %([\w.\-]+)\), "
+                        r"direction=LT\b")
+_CHANNEL = re.compile(r"\bchannel_id=(\d+)")
+_S32_CONSTANT = re.compile(r"^\s*%([\w.\-]+) = s32\[\]\S* constant\((\d+)\)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +120,16 @@ def _computations(hlo: str) -> Tuple[List[str], Dict[str, List[str]], Optional[s
     return order, lines, entry
 
 
+def _counted_trips(condition: List[str]) -> Optional[int]:
+    """N for a loop condition whose root is `compare(counter, constant(N)), direction=LT`."""
+    constants = dict(m.groups() for m in map(_S32_CONSTANT.match, condition) if m)
+    for line in condition:
+        m = _LESS_THAN.match(line)
+        if m and m.group(1) in constants:
+            return int(constants[m.group(1)])
+    return None
+
+
 def executions(hlo: str) -> Dict[str, int]:
     """{computation: times it runs per call of the program}; 0 for unreachable ones.
 
@@ -133,6 +148,8 @@ def executions(hlo: str) -> Dict[str, int]:
             loop = _LOOP.search(line)
             trips = _TRIP_COUNT.search(line)
             n = int(trips.group(1)) if loop and trips else None
+            if loop and n is None:
+                n = _counted_trips(lines.get(loop.group(1), []))
             for callee in _CALLEES.findall(line):
                 times = 1
                 if n is not None and callee == loop.group(2):          # the body: n times
@@ -149,15 +166,25 @@ def executions(hlo: str) -> Dict[str, int]:
 
 
 def parse_collectives(hlo: str) -> List[Collective]:
-    """Every collective instruction of compiled HLO text, in text order (see module doc)."""
+    """Every collective instruction of compiled HLO text, in text order (see module doc).
+
+    XLA:TPU splits an asynchronous collective into fusions (start, continuation, done) that
+    each print a copy of the instruction, with the same channel_id and an
+    async_collective_fusion_config: one collective, counted once (its first copy). Other
+    collectives may share a channel_id (XLA:TPU gives every all-to-all channel 1)."""
     order, lines, _ = _computations(hlo)
     runs = executions(hlo)
-    found = []
+    found, channels = [], set()
     for computation in order:
         for line in lines[computation]:
             m = _INSTRUCTION.match(line)
             if not m:
                 continue
+            channel = _CHANNEL.search(line)
+            if channel and "async_collective_fusion_config" in line:
+                if (m.group(3), channel.group(1)) in channels:
+                    continue
+                channels.add((m.group(3), channel.group(1)))
             shapes = tuple((t, tuple(int(d) for d in dims.split(",") if d))
                            for t, dims in _SHAPE.findall(m.group(2)))
             if m.group(4) and m.group(3) in ("all-gather", "collective-permute"):
@@ -183,15 +210,17 @@ def collectives(hlo: str) -> List[Tuple[str, int]]:
 
 
 def summarize(found: List[Collective]) -> Dict[str, Dict[str, int]]:
-    """{op: {"ops": executed count, "bytes": executed bytes, "trivial": executed ops on
-    groups of one device (not in ops or bytes)}} for every op kind of OPS."""
-    out = {op: {"ops": 0, "bytes": 0, "trivial": 0} for op in OPS}
+    """{op: {"ops": executed count, "bytes": executed bytes, "elements": executed elements,
+    "trivial": executed ops on groups of one device (not in the others)}} for every op kind of
+    OPS. Elements compare across dtypes: XLA:TPU may move a float32 array as bfloat16."""
+    out = {op: {"ops": 0, "bytes": 0, "elements": 0, "trivial": 0} for op in OPS}
     for c in found:
         if c.trivial:
             out[c.op]["trivial"] += c.executions
         else:
             out[c.op]["ops"] += c.executions
             out[c.op]["bytes"] += c.executions * c.nbytes
+            out[c.op]["elements"] += c.executions * c.elements
     return out
 
 

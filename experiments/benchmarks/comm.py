@@ -82,22 +82,27 @@ def moe_layers(setup: train_setup.TrainSetup) -> List[Tuple[str, int]]:
     return layers
 
 
-def minimum_all_to_all(setup: train_setup.TrainSetup) -> int:
-    """Bytes per device per step: 4 exchanges per MoE layer (out, back; both transposed)."""
+def minimum_all_to_all_elements(setup: train_setup.TrainSetup) -> int:
+    """Elements per device per step: 4 exchanges per MoE layer (out, back; both transposed)."""
     moe = setup.model_cfg.moe
     b, d = setup.config.data.batch_size, setup.model_cfg.d_model
-    # the exchanged rows are the layer's input, in the model's dtype (the experts cast later)
-    shards, item, k = batch_shards(setup.mesh), ITEM[setup.model_cfg.dtype], routing_k(moe)
+    shards, k = batch_shards(setup.mesh), routing_k(moe)
     total = 0
     for _, length in moe_layers(setup):
         if not moe.uses_capacity:                  # exact rows: T_local · k · D
-            total += 4 * (b * length // shards) * k * d * item
+            total += 4 * (b * length // shards) * k * d
             continue
         s = moe.group_size or length
         g_local = b * length // s // shards
         c = expert_capacity(s, moe.num_experts, k, moe.capacity_factor, moe.min_capacity)
-        total += 4 * g_local * moe.num_experts * c * d * item        # [G_l, E, C, D]
+        total += 4 * g_local * moe.num_experts * c * d        # [G_l, E, C, D]
     return total
+
+
+def minimum_all_to_all(setup: train_setup.TrainSetup) -> int:
+    """Bytes per device per step: the exchanged rows are the layer's input, in the model's
+    dtype (the experts cast later)."""
+    return minimum_all_to_all_elements(setup) * ITEM[setup.model_cfg.dtype]
 
 
 def measure(table: Table, name: str, family: str, mesh_name: str, overrides: dict) -> None:

@@ -5,6 +5,8 @@ Shapes only (nnx.eval_shape), so a laptop can size a pod run; see moejax/paralle
 
 from __future__ import annotations
 
+from typing import Any, Dict
+
 from flax import nnx
 
 from moejax.models import build_model
@@ -32,8 +34,9 @@ def gib(nbytes: float) -> str:
     return f"{nbytes / 2 ** 30:9.3f} GiB"
 
 
-def report(config, devices: int) -> str:
-    """A table: parameters (experts, the rest) and optimizer state, total and per device."""
+def state_memory(config, devices: int) -> Dict[str, Any]:
+    """{"mesh": axis sizes, "parameters": {"experts"?, "other"?, "all": {"total",
+    "per_device"}}, "optimizer": {"total", "per_device"}} in bytes, from shapes alone."""
     model_cfg = resolve(config, vocab_size(config))
     sizes = MeshConfig.from_dict(dict(config.mesh)).axis_sizes(devices)
     mesh = abstract_mesh(sizes)
@@ -45,8 +48,14 @@ def report(config, devices: int) -> str:
         return model, make_optimizer(config.optimizer, model, config.train.num_steps)
 
     model, optimizer = nnx.eval_shape(make)                  # shapes only, nothing allocated
-    params = parameter_memory(model, mesh)
-    opt = optimizer_memory(optimizer, model, mesh)
+    return {"mesh": sizes, "parameters": parameter_memory(model, mesh),
+            "optimizer": optimizer_memory(optimizer, model, mesh)}
+
+
+def report(config, devices: int) -> str:
+    """A table: parameters (experts, the rest) and optimizer state, total and per device."""
+    memory = state_memory(config, devices)
+    sizes, params, opt = memory["mesh"], memory["parameters"], memory["optimizer"]
     rows = [("parameters: experts", params.get("experts", {"total": 0, "per_device": 0})),
             ("parameters: other", params.get("other", {"total": 0, "per_device": 0})),
             ("parameters: all", params["all"]),
