@@ -1,4 +1,5 @@
-r"""Launch training on a Cloud TPU VM or pod slice with gcloud: create, ship, train, delete.
+r"""Launch training on a Cloud TPU VM or pod slice: with gcloud (create, ship, train, delete) or
+as an xpk workload on a GKE cluster.
 
     python -m experiments.launch_tpu --tpu=my-tpu --zone=us-east5-a \
         --accelerator_type=v5litepod-16 --config=configs/switch.py:base \
@@ -24,10 +25,17 @@ at the first failure:
      up failed or was interrupted.
 Extra flags for experiments.train go after `--` or in repeated --train_flag. --dry_run prints
 the steps and runs nothing. Nothing here imports jax.
+
+On a GKE cluster, the same run as an xpk workload (experiments/xpk_launch.py: archive, unpack,
+`xpk workload create`; the same check first):
+
+    python -m experiments.launch_tpu --launcher=xpk --cluster=my-cluster --workload=switch-base \
+        --zone=us-east5-a --accelerator_type=v5p-64 --config=configs/switch.py:base \
+        --workdir=gs://my-bucket/switch_base [--project=P] [--spot] [--base_docker_image=IMG] \
+        [--dry_run] [-- --config.mesh.expert=32]
 """
 
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -37,10 +45,21 @@ import tempfile
 from absl import flags
 
 from experiments import cli
+from experiments.launch_checks import (LaunchError, check_name, check_train_args,
+                                       check_workdir, check_zone, parse_accelerator)
+from experiments.xpk_launch import BASE_DOCKER_IMAGE, follow_hint, run_xpk_steps, xpk_commands
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-_TPU = flags.DEFINE_string("tpu", None, "TPU VM name (lowercase letters, digits, hyphens).")
+_LAUNCHER = flags.DEFINE_enum("launcher", "gcloud", ["gcloud", "xpk"],
+                              "gcloud: create a TPU VM and train on it; xpk: run as a workload "
+                              "on a GKE cluster (experiments/xpk_launch.py).")
+_TPU = flags.DEFINE_string("tpu", None, "gcloud: TPU VM name (lowercase letters, digits, "
+                                        "hyphens).")
+_CLUSTER = flags.DEFINE_string("cluster", None, "xpk: the GKE cluster (xpk cluster create).")
+_WORKLOAD = flags.DEFINE_string("workload", None, "xpk: a name for this run (<= 40 chars).")
+_IMAGE = flags.DEFINE_string("base_docker_image", BASE_DOCKER_IMAGE,
+                             "xpk: the container image the repository is added to.")
 _ZONE = flags.DEFINE_string("zone", None, "Zone, e.g. us-east5-a.")
 _ACCELERATOR = flags.DEFINE_string("accelerator_type", None,
                                    "Accelerator type, e.g. v4-32, v5litepod-16, v5p-8, v6e-8.")
@@ -63,7 +82,7 @@ _SKIP_AOT = flags.DEFINE_bool("skip_aot_check", False, "Launch without first com
 _TRAIN_FLAGS = flags.DEFINE_multi_string("train_flag", [],
                                          "An extra experiments.train flag, e.g. "
                                          "--train_flag=--config.mesh.expert=8 (repeatable).")
-flags.mark_flags_as_required(["tpu", "zone", "accelerator_type", "config", "workdir"])
+flags.mark_flags_as_required(["zone", "accelerator_type", "config", "workdir"])
 
 TPU_VM = ["gcloud", "compute", "tpus", "tpu-vm"]
 REMOTE_TARBALL = "~/moejax.tar.gz"
@@ -72,7 +91,6 @@ REMOTE_VENV = "~/moejax-venv"
 # 3.12 venv; re-running it (--reuse) replaces the code and keeps the venv. JAX and its libtpu are
 # the newest releases, as CI's Python 3.12 leg tests them: jax 0.10.2's ragged_dot compiles for
 # TPU to 22x the useful FLOPs at 64 experts, jax 0.12's to exactly them (docs/PERFORMANCE.md).
-CONTAINER_INSTALL = 'pip install -q -U "jax[tpu]" -e ".[gcs]"'
 SETUP_COMMAND = (
     "rm -rf ~/moejax && mkdir -p ~/moejax && tar -xzf ~/moejax.tar.gz -C ~/moejax"
     ' && export PATH="$HOME/.local/bin:$PATH"'
@@ -83,56 +101,20 @@ SETUP_COMMAND = (
 RUNTIME_VERSIONS = {"v2": "tpu-ubuntu2204-base", "v3": "tpu-ubuntu2204-base",
                     "v4": "tpu-ubuntu2204-base", "v5litepod": "v2-alpha-tpuv5-lite",
                     "v5p": "v2-alpha-tpuv5", "v6e": "v2-alpha-tpuv6e"}
-_ACCELERATOR_RE = re.compile(r"(v\d+[a-z]*)-(\d+)")        # v5litepod-16 -> v5litepod, 16
-_NAME_RE = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
-_ZONE_RE = re.compile(r"[a-z]+-[a-z]+\d+-[a-z]")
-_RESERVED_TRAIN_FLAGS = ("--config=", "--workdir=", "--distributed")
-
-
-class LaunchError(ValueError):
-    """A bad launch argument or a failed step; main prints it as one `error:` line."""
-
-
-def is_multi_worker(accelerator_type: str) -> bool:
-    """Whether the slice has several TPU VMs (workers): every type of size 8 or less (v3-8,
-    v4-8, v5p-8, v5litepod-8, v6e-8, ...) is one VM, every larger one is several."""
-    return int(_ACCELERATOR_RE.fullmatch(accelerator_type).group(2)) > 8
 
 
 def check_args(*, tpu: str, zone: str, accelerator_type: str, workdir: str,
                runtime_version: str | None, delete_after: bool, train_args) -> str:
     """Raises LaunchError on a bad argument; returns the runtime version to use."""
-    if not _NAME_RE.fullmatch(tpu or ""):
-        raise LaunchError(f"--tpu={tpu!r} must be 1-63 lowercase letters, digits or hyphens, "
-                          "starting with a letter and not ending with a hyphen")
-    if not _ZONE_RE.fullmatch(zone or ""):
-        raise LaunchError(f"--zone={zone!r} does not look like a zone, e.g. us-east5-a")
-    match = _ACCELERATOR_RE.fullmatch(accelerator_type or "")
-    if not match:
-        raise LaunchError(f"--accelerator_type={accelerator_type!r} does not look like a TPU "
-                          "type, e.g. v4-32, v5litepod-16, v5p-8, v6e-8")
-    if not workdir.startswith("gs://"):
-        if is_multi_worker(accelerator_type):
-            raise LaunchError(f"--workdir={workdir} must be gs://bucket/path: each worker of a "
-                              f"multi-worker {accelerator_type} slice has its own disk")
-        if delete_after:
-            raise LaunchError(f"--workdir={workdir} must be gs://bucket/path with "
-                              "--delete_after: the TPU VM's disk is deleted with it")
-        if not workdir.startswith("/"):
-            raise LaunchError(f"--workdir={workdir} must be gs://bucket/path or an absolute "
-                              "path on the TPU VM")
-    elif not re.fullmatch(r"gs://[a-z0-9][-a-z0-9_.]+[a-z0-9](/.*)?", workdir):
-        raise LaunchError(f"--workdir={workdir} is not a valid gs://bucket/path")
-    for arg in train_args:
-        if not arg.startswith("--"):
-            raise LaunchError(f"train flag {arg!r} must start with --, e.g. "
-                              "--config.mesh.expert=8 (put train flags after --)")
-        if arg.startswith(_RESERVED_TRAIN_FLAGS):
-            raise LaunchError(f"train flag {arg!r} is set by the launcher; use the launcher's "
-                              "--config/--workdir instead")
+    if not tpu:
+        raise LaunchError("--launcher=gcloud needs --tpu (the TPU VM's name)")
+    check_name("--tpu", tpu)
+    check_zone(zone)
+    generation, _ = parse_accelerator(accelerator_type)
+    check_workdir(workdir, accelerator_type, delete_after)
+    check_train_args(train_args)
     if runtime_version:
         return runtime_version
-    generation = match.group(1)
     if generation not in RUNTIME_VERSIONS:
         raise LaunchError(f"no default --runtime_version for {accelerator_type}; pass one "
                           f"(known: {', '.join(sorted(RUNTIME_VERSIONS))})")
@@ -147,7 +129,7 @@ AOT_CHIPS = {"v4": ("v4", 2), "v5p": ("v5p", 2), "v5litepod": ("v5e", 1), "v6e":
 def aot_topology(accelerator_type: str) -> str:
     """'v5p-16' -> 'v5p-8' (chips), 'v5litepod-16' -> 'v5e-16'; LaunchError for generations
     experiments.aot does not describe."""
-    generation, count = _ACCELERATOR_RE.fullmatch(accelerator_type).groups()
+    generation, count = parse_accelerator(accelerator_type)
     if generation not in AOT_CHIPS:
         raise LaunchError(f"no ahead-of-time check for {accelerator_type} (experiments.aot knows "
                           f"{', '.join(sorted(AOT_CHIPS))}); pass --skip_aot_check")
@@ -288,15 +270,53 @@ def run_steps(steps: list[list[str]]) -> None:
                                   f"by hand: {shlex.join(delete[0])}")
 
 
+XPK_ONLY = ("cluster", "workload")
+GCLOUD_ONLY = ("tpu", "runtime_version", "reuse", "delete_after")
+
+
+def check_launcher_flags() -> None:
+    """Flags of the other launcher are an error, not silently ignored."""
+    other = XPK_ONLY if _LAUNCHER.value == "gcloud" else GCLOUD_ONLY
+    given = [name for name in other if flags.FLAGS[name].present]
+    if given:
+        raise LaunchError(f"--{given[0]} is not used with --launcher={_LAUNCHER.value}")
+
+
+def scratch_path() -> str:
+    """Where the shipped code is put here: TMPDIR/moejax-<TPU or workload name>."""
+    name = _TPU.value if _LAUNCHER.value == "gcloud" else _WORKLOAD.value
+    return os.path.join(tempfile.gettempdir(), f"moejax-{name}")
+
+
+def planned_steps(train_args, scratch: str) -> list[list[str]]:
+    """The launcher's steps (LaunchError on a bad argument)."""
+    check_launcher_flags()
+    if _LAUNCHER.value == "xpk":
+        check_zone(_ZONE.value)
+        return xpk_commands(
+            cluster=_CLUSTER.value, workload=_WORKLOAD.value, zone=_ZONE.value,
+            accelerator_type=_ACCELERATOR.value, config=_CONFIG.value, workdir=_WORKDIR.value,
+            repo=ROOT, scratch=scratch, project=_PROJECT.value,
+            base_docker_image=_IMAGE.value, spot=_SPOT.value, train_args=train_args)
+    return tpu_commands(
+        tpu=_TPU.value, zone=_ZONE.value, accelerator_type=_ACCELERATOR.value,
+        config=_CONFIG.value, workdir=_WORKDIR.value, repo=ROOT, tarball=scratch + ".tar.gz",
+        project=_PROJECT.value, runtime_version=_RUNTIME.value, spot=_SPOT.value,
+        reuse=_REUSE.value, delete_after=_DELETE.value, train_args=train_args)
+
+
+def remove_scratch(scratch: str) -> None:
+    for path in (scratch + ".tar.gz", scratch + ".tar"):
+        if os.path.exists(path):
+            os.remove(path)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
 def main(argv):
     train_args = [*_TRAIN_FLAGS.value, *argv[1:]]
-    tarball = os.path.join(tempfile.gettempdir(), f"moejax-{_TPU.value}.tar.gz")
     try:
-        steps = tpu_commands(
-            tpu=_TPU.value, zone=_ZONE.value, accelerator_type=_ACCELERATOR.value,
-            config=_CONFIG.value, workdir=_WORKDIR.value, repo=ROOT, tarball=tarball,
-            project=_PROJECT.value, runtime_version=_RUNTIME.value, spot=_SPOT.value,
-            reuse=_REUSE.value, delete_after=_DELETE.value, train_args=train_args)
+        scratch = scratch_path()
+        steps = planned_steps(train_args, scratch)
         check_repo(ROOT, _CONFIG.value)
         dirty = uncommitted_files(ROOT)
         if dirty and not _ALLOW_DIRTY.value:
@@ -307,18 +327,24 @@ def main(argv):
             print(f"warning: {message}", file=sys.stderr)
         check_command = (None if _SKIP_AOT.value else
                          aot_command(_CONFIG.value, _ACCELERATOR.value, train_args))
+        hint = (follow_hint(cluster=_CLUSTER.value, workload=_WORKLOAD.value, zone=_ZONE.value,
+                            project=_PROJECT.value) if _LAUNCHER.value == "xpk" else None)
         if _DRY_RUN.value:
             if check_command:
                 print(f"[check] {shlex.join(check_command)}")
             print_steps(steps)
+            if hint:
+                print(f"# then {hint}")
             return
         if check_command:
             run_aot_check(check_command, _ACCELERATOR.value)
+        remove_scratch(scratch)                     # a stale one from an interrupted launch
         try:
-            run_steps(steps)
+            run_xpk_steps(steps) if _LAUNCHER.value == "xpk" else run_steps(steps)
         finally:
-            if os.path.exists(tarball):
-                os.remove(tarball)
+            remove_scratch(scratch)
+        if hint:
+            print(f"queued; {hint}")
     except LaunchError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)

@@ -289,3 +289,90 @@ def test_a_failing_aot_check_stops_before_gcloud(fake_env):
         launch_tpu.run_aot_check([sys.executable, "-c", "raise SystemExit(1)"], "v5litepod-16")
     with pytest.raises(launch_tpu.LaunchError, match="no ahead-of-time check for v3-8"):
         launch_tpu.aot_topology("v3-8")
+
+
+# xpk (GKE): a stand-in that logs its argv and the files of --script-dir (what would be shipped)
+FAKE_XPK = r"""#!{python}
+import os, shlex, sys
+args = sys.argv[1:]
+script_dir = next(a.split("=", 1)[1] for a in args if a.startswith("--script-dir="))
+shipped = sorted(os.path.relpath(os.path.join(d, f), script_dir)
+                 for d, _, files in os.walk(script_dir) for f in files)
+with open(os.environ["FAKE_LOG"], "a") as log:
+    log.write(shlex.join(["xpk"] + args) + "\n")
+    log.write("shipped " + " ".join(shipped) + "\n")
+"""
+XPK = ["--launcher=xpk", "--cluster=my-cluster", "--workload=switch-base", "--zone=us-east5-a",
+       "--accelerator_type=v5p-16", "--config=configs/switch.py:base",
+       "--workdir=gs://my-bucket/switch_base", "--skip_aot_check"]
+
+
+def expected_xpk_steps(tmp_path, project=None, extra=()):
+    """The xpk commands, written out independently of experiments.xpk_launch."""
+    scratch = str(tmp_path / "moejax-switch-base")
+    command = ('pip install -q -U "jax[tpu]" -e ".[gcs]" && PYTHONUNBUFFERED=1 python -m '
+               "experiments.train --distributed --config=configs/switch.py:base "
+               "--workdir=gs://my-bucket/switch_base" + "".join(" " + shlex.quote(a)
+                                                               for a in extra))
+    return [["git", "-C", ROOT, "archive", "--format=tar", f"--output={scratch}.tar", "HEAD"],
+            ["mkdir", "-p", scratch], ["tar", "-xf", f"{scratch}.tar", "-C", scratch],
+            ["xpk", "workload", "create", "--cluster=my-cluster", "--workload=switch-base",
+             "--tpu-type=v5p-16", "--num-slices=1", "--base-docker-image=python:3.12",
+             f"--script-dir={scratch}", f"--command={command}", "--zone=us-east5-a"]
+            + ([f"--project={project}"] if project else [])]
+
+
+@pytest.fixture
+def fake_xpk_env(fake_env, tmp_path):
+    xpk = tmp_path / "bin" / "xpk"
+    xpk.write_text(FAKE_XPK.format(python=sys.executable))
+    xpk.chmod(xpk.stat().st_mode | stat.S_IEXEC)
+    return fake_env
+
+
+def test_xpk_dry_run_prints_the_steps(fake_xpk_env, tmp_path):
+    result = launch([*XPK, "--project=my-proj", "--dry_run", "--", "--config.mesh.expert=8"],
+                    fake_xpk_env)
+    assert result.returncode == 0, result.stderr
+    steps = expected_xpk_steps(tmp_path, "my-proj", ("--config.mesh.expert=8",))
+    lines = result.stdout.splitlines()
+    assert lines[:-1] == [f"[{i}/4] {shlex.join(s)}" for i, s in enumerate(steps, 1)]
+    assert lines[-1].startswith("# then follow it with: xpk workload list "
+                                "--cluster=my-cluster --filter-by-job=switch-base")
+    assert gcloud_log(fake_xpk_env) == []
+
+
+def test_xpk_run_ships_the_committed_tree(fake_xpk_env, tmp_path):
+    result = launch([*XPK, "--allow_dirty"], fake_xpk_env)
+    assert result.returncode == 0, result.stderr
+    argv, shipped = gcloud_log(fake_xpk_env)
+    assert shlex.split(argv) == expected_xpk_steps(tmp_path)[-1]
+    files = shipped.split()[1:]
+    assert {"setup.py", "configs/switch.py", "experiments/train.py"} <= set(files)
+    assert not any(f.startswith((".venv", ".git/")) for f in files)
+    assert "queued; follow it with: xpk workload list" in result.stdout
+    assert not os.path.exists(tmp_path / "moejax-switch-base")           # scratch removed
+    assert not os.path.exists(tmp_path / "moejax-switch-base.tar")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cluster="], "--launcher=xpk needs --cluster"),
+    (["--workload=" + "w" * 41], "--workload='" + "w" * 41 + "' must be 1-40 lowercase"),
+    (["--workdir=/tmp/run"], "must be gs://bucket/path with --launcher=xpk"),
+    (["--tpu=my-tpu"], "--tpu is not used with --launcher=xpk"),
+    (["--launcher=gcloud", "--tpu=t"], "--cluster is not used with --launcher=gcloud"),
+])
+def test_xpk_bad_input_is_one_error_line(args, message, fake_xpk_env):
+    replaced = {a.split("=")[0] for a in args}
+    argv = [*(a for a in XPK if a.split("=")[0] not in replaced), *args, "--dry_run"]
+    result = launch(argv, fake_xpk_env)
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("warning:")]
+    assert result.returncode == 1 and result.stdout == ""
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_xpk_missing_is_one_error_line(monkeypatch):
+    from experiments import xpk_launch
+    monkeypatch.setattr(xpk_launch.shutil, "which", lambda name: None)
+    with pytest.raises(launch_tpu.LaunchError, match=r"^xpk not found on PATH; pip install xpk"):
+        xpk_launch.run_xpk_steps([["xpk", "workload", "list", "--cluster=c"]])
