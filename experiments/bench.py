@@ -1,6 +1,6 @@
 r"""Benchmarks printed as ratios measured side by side in one run (docs/PERFORMANCE.md).
 
-    python -m experiments.bench --suite=layer|step|comm|compile|memory|gpu|all [--smoke]
+    python -m experiments.bench --suite=layer|step|comm|compile|memory|gpu|tpu_gmm|all [--smoke]
         [--json=PATH] [--plot=PNG]
 
 Suites (one module each in experiments/benchmarks/):
@@ -14,6 +14,8 @@ Suites (one module each in experiments/benchmarks/):
   gpu      on one GPU: dropless ragged_dot against the CPU blocks path, and a bf16 train step
            at GLaM-base width (MoE capacity / dropless / dense): step time, tokens/s, MFU.
            Without a GPU it prints one line and skips (CI never needs it).
+  tpu_gmm  grouped matmuls (ragged_dot, megablox gmm) compiled for one TPU v5p chip from here
+           (libtpu): XLA's FLOPs and HBM bytes against the useful work, a roofline time.
 --smoke runs tiny sizes (what the tests run). The table is printed as Markdown; --json writes
 {suite: {title, rows, notes}}; --plot=PNG draws the layer suite's ratios and targets.
 """
@@ -29,7 +31,7 @@ from absl import app, flags, logging
 
 from experiments import cli
 
-SUITES = ("layer", "step", "comm", "compile", "memory", "gpu")
+SUITES = ("layer", "step", "comm", "compile", "memory", "gpu", "tpu_gmm")
 # Suites that need several devices: on CPU they run with 8 virtual ones.
 NEEDS_DEVICES = {"comm": 8}
 # Each suite is experiments/benchmarks/<module>.py; the module is named for what it measures.

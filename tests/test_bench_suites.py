@@ -4,7 +4,10 @@ a label. comm is also checked against the capacity plan, computed here by hand. 
 on timings.
 """
 
+import importlib.util
 import math
+
+import pytest
 
 from experiments.benchmarks.collectives import collectives, executions, parse_collectives, summarize
 from moejax.plan import expert_capacity
@@ -209,3 +212,21 @@ def test_gpu_suite_skips_without_a_gpu_and_its_check_runs_anywhere(capsys):
     assert all(r["rel_error"] <= gpu.AGREE and r["verdict"] == "agrees" for r in check.rows)
     h200 = type("Device", (), {"device_kind": "NVIDIA H200"})()
     assert gpu.peak_flops(h200) == 989.4e12 and gpu.peak_flops(jax.devices()[0]) is None
+
+
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None, reason="needs libtpu")
+def test_tpu_gmm_suite_compiles_grouped_matmuls_for_a_tpu_chip():
+    """Smoke sizes: M = 1024 rows, D = 128, F = 256, E = 8. Useful work by hand: forward,
+    d lhs and d rhs, 2·M·D·F each; XLA:TPU's count of any implementation is at least that,
+    and the megablox kernel's cost estimate is that to within 1% (it counts whole tiles:
+    1.005 at these sizes with libtpu 0.0.42)."""
+    from experiments.benchmarks import tpu_gmm
+    table = tpu_gmm.run(smoke=True)
+    useful = 3 * 2 * 1024 * 128 * 256
+    assert [(r["impl"], r["rows"], r["experts"]) for r in table.rows] == [
+        ("ragged_dot", 1024, 8), ("megablox gmm", 1024, 8)]
+    for row in table.rows:
+        assert row["status"] == "compiles"
+        assert row["useful_tflop"] == useful / 1e12
+        assert row["flop_ratio"] >= 0.999 and row["hbm_gb"] > 0 and row["roofline_ms"] > 0
+    assert table.rows[1]["flop_ratio"] < 1.01
