@@ -6,7 +6,9 @@ r"""Gathers the reports of finished reproductions into one page (docs/RESULTS.md
 --workdir=RUNS/NAME` makes them). The page starts with one line per paper claim (held / did
 not hold / inconclusive at this scale), then every report with its tables and plots; the
 plots are copied next to the page (docs/images/results/<recipe>_<plot>.png). --out is
-required, and an existing page is overwritten only with --force.
+required, and an existing page is overwritten only with --force. With --keep, a recipe that
+--runs does not hold keeps its line and section from the existing page (so recipes run on
+different machines or days can be gathered one at a time).
 """
 
 import json
@@ -26,6 +28,8 @@ _OUT = flags.DEFINE_string("out", None, "The page to write (e.g. docs/RESULTS.md
 _FORCE = flags.DEFINE_bool("force", False, "Overwrite --out if it exists.")
 _PREAMBLE = flags.DEFINE_string("preamble", None, "Markdown file with notes on these runs, put "
                                  "after the setup paragraph.")
+_KEEP = flags.DEFINE_bool("keep", False, "Keep the existing page's line and section of each "
+                          "recipe that --runs does not hold.")
 flags.mark_flags_as_required(["runs", "out"])
 
 
@@ -69,6 +73,23 @@ def section(name: str, directory: str, images_dir: str, out_dir: str) -> str:
     return re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", text, flags=re.M)
 
 
+def previous_page(path: str) -> dict:
+    """{recipe: (its line of the outcome table, its section)} of an existing page."""
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    chunks = re.split(r"^(?=## )", text, flags=re.M)
+    by_anchor = {_anchor(c.splitlines()[0][3:].strip()): c.strip() for c in chunks
+                 if c.startswith("## ")}
+    kept = {}
+    for line in text.splitlines():
+        m = re.match(r"\| \[(\w+)\]\(#([^)]+)\) \|", line)
+        if m and m.group(2) in by_anchor:
+            kept[m.group(1)] = (line, by_anchor[m.group(2)])
+    return kept
+
+
 def main(argv):
     del argv
     if os.path.exists(_OUT.value) and not _FORCE.value:
@@ -79,9 +100,14 @@ def main(argv):
     images_dir = os.path.join(out_dir, "images", "results")
     os.makedirs(images_dir, exist_ok=True)
     verdicts, sections = [], []
+    kept = previous_page(_OUT.value) if _KEEP.value else {}
     for name in RECIPES:
         directory = os.path.join(_RUNS.value, name)
         path = os.path.join(directory, "verdict.json")
+        if not os.path.exists(path) and name in kept:
+            verdicts.append(kept[name][0])
+            sections.append(kept[name][1])
+            continue
         if not os.path.exists(path):
             verdicts.append(f"| {name} | not run yet | |")
             continue

@@ -274,6 +274,24 @@ def test_results_doc_gathers_verdicts_and_copies_plots(tmp_path):
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 1 and "add --force to overwrite" in again.stderr
     assert out.read_text() == text
+    # --keep: a new run of another recipe alone keeps switch's line and section from the page
+    other = tmp_path / "later" / "capacity"
+    other.mkdir(parents=True)
+    (other / "report.md").write_text("# Capacity title\n\nfewer drops\n")
+    (other / "verdict.json").write_text(json.dumps(
+        {"title": "Capacity title", "outcome": "inconclusive", "why": "small"}))
+    kept = subprocess.run([sys.executable, "-m", "experiments.results_doc",
+                           f"--runs={tmp_path / 'later'}", f"--out={out}", "--force", "--keep"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert kept.returncode == 0, kept.stderr[-2000:]
+    merged = out.read_text()
+    assert "| [switch](#switch-title) | **held** | because |" in merged
+    assert "| [capacity](#capacity-title) | **inconclusive** | small |" in merged
+    assert "## Switch title\n\n#### Speed-up\n\n![a](images/results/switch_loss_vs_steps.png)" \
+        in merged
+    assert "## Capacity title\n\nfewer drops" in merged
+    assert merged.index("## Switch title") < merged.index("## Capacity title")   # recipe order
+    assert "| precision | not run yet | |" in merged
 
 
 def test_stored_config_matches_unless_a_value_differs():
