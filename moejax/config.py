@@ -22,7 +22,7 @@ from moejax.routing.registry import FAMILIES, ROUTERS, TOKEN_CHOICE_ROUTERS, fam
 # TOKEN_CHOICE_ROUTERS: those that choose experts per token, and so can run dropless).
 GATE_ORDERS = ("softmax_then_top_k", "top_k_then_softmax")
 DISPATCHES = ("index", "einsum", "dropless")
-GROUPED_MATMULS = ("auto", "ragged_dot", "blocks")
+GROUPED_MATMULS = ("auto", "ragged_dot", "blocks", "megablox")
 DROPLESS_ALL_TO_ALLS = ("auto", "ragged", "padded")
 ACTIVATIONS = ("relu", "gelu", "silu", "geglu", "swiglu")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -74,7 +74,9 @@ class MoeConfig:
       min_capacity: lower bound on slots per expert per group.
       dispatch: index (gather/scatter; default), einsum (GShard one-hot), dropless (no capacity).
       grouped_matmul: dropless expert compute: ragged_dot (TPU/GPU), blocks (moejax.grouped:
-        each expert's sorted rows in windows; the CPU path), auto (ragged_dot on accelerators,
+        each expert's sorted rows in windows; the CPU path), megablox (moejax.megablox: a
+        Pallas TPU kernel with exact FLOPs; compiles where ragged_dot's TPU kernel runs out of
+        on-chip memory; interpreted, slowly, off TPU), auto (ragged_dot on accelerators,
         blocks on CPU).
       block_size: rows of the smallest window of the blocks grouped matmul (each expert's rows
         go through windows of 8·block_size rows, then 4·, 2· and 1·block_size for the rest).

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from moejax.grouped import grouped_matmul
+from moejax.megablox import megablox_matmul
 
 GATED = {"geglu": jax.nn.gelu, "swiglu": jax.nn.silu}
 PLAIN = {"relu": jax.nn.relu, "gelu": jax.nn.gelu, "silu": jax.nn.silu}
@@ -103,11 +104,16 @@ def grouped_ffn(w: Dict[str, jax.Array], x: jax.Array, group_sizes: jax.Array, a
                 key: Optional[jax.Array] = None) -> jax.Array:
     """Each row of x [N, D] (sorted by expert, group_sizes [E]) through its expert -> [N, D].
 
-    impl: 'ragged_dot' (jax.lax.ragged_dot), 'blocks' (moejax.grouped.grouped_matmul) or
-    'auto'. Rows past the last group come back as zeros.
+    impl: 'ragged_dot' (jax.lax.ragged_dot), 'blocks' (moejax.grouped.grouped_matmul),
+    'megablox' (moejax.megablox, a Pallas TPU kernel) or 'auto'. Rows past the last group come
+    back as zeros.
     """
-    if resolve_grouped_matmul(impl) == "blocks":
+    impl = resolve_grouped_matmul(impl)
+    if impl == "blocks":
         matmul = lambda rows, w_e: grouped_matmul(rows, w_e, group_sizes, block_size)
+        return expert_ffn(w, x, activation, dtype, dropout_rate, key, matmul)
+    if impl == "megablox":
+        matmul = lambda rows, w_e: megablox_matmul(rows, w_e, group_sizes)
         return expert_ffn(w, x, activation, dtype, dropout_rate, key, matmul)
     ragged = functools.partial(_ragged_matmul, group_sizes=group_sizes)
     return expert_ffn(w, x, activation, dtype, dropout_rate, key, ragged)

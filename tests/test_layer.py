@@ -14,6 +14,7 @@ from flax import nnx
 from moejax import MoeConfig, MoeLayer, SoftMoeLayer
 from moejax.experts import Experts, grouped_ffn
 from moejax.grouped import grouped_matmul
+from moejax.megablox import megablox_matmul
 from moejax.routing import route
 
 D = 8
@@ -207,6 +208,12 @@ def test_dropless_matches_per_token_loop(impl, case):
     assert_same_grads(grads, ref_grads)
 
 
+def test_dropless_with_the_megablox_kernel_matches_per_token_loop():
+    """The TPU kernel (interpreted off TPU) in the whole layer, Mixtral's routing."""
+    test_dropless_matches_per_token_loop(
+        "megablox", dict(router="top_k", num_selected_experts=2, activation="swiglu"))
+
+
 @pytest.mark.parametrize("router,k", [("top_k", 1), ("top_k", 2), ("deepseek_v3", 2)])
 def test_capacity_without_drops_equals_dropless(router, k):
     base = dict(num_experts=4, num_selected_experts=k, router=router, hidden_dim=6,
@@ -241,17 +248,24 @@ def test_grouped_blocks_equal_ragged_dot_with_empty_experts_and_spare_rows():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_grouped_matmul_and_its_gradients_against_a_numpy_loop():
+GROUPED_MATMULS = {"blocks": lambda x, w, sizes: grouped_matmul(x, w, sizes, 2),
+                   "megablox": megablox_matmul}
+
+
+@pytest.mark.parametrize("impl", GROUPED_MATMULS)
+def test_grouped_matmul_and_its_gradients_against_a_numpy_loop(impl):
     """y[r] = x[r]·w[e(r)]; dx[r] = dy[r]·w[e(r)]ᵀ; dw[e] = Σ over e's rows of x[r]ᵀ·dy[r].
-    With block_size 2 the windows are 16, 8, 4 and 2 rows: expert 0's 5 rows take one of 4 and a
-    last one of 2 that reaches into expert 2's rows, which it must leave alone; expert 2's 19
-    take 16, 2 and a last 2; expert 1 owns none; the 4 spare rows give zeros."""
+    blocks, with block_size 2: the windows are 16, 8, 4 and 2 rows: expert 0's 5 rows take one
+    of 4 and a last one of 2 that reaches into expert 2's rows, which it must leave alone;
+    expert 2's 19 take 16, 2 and a last 2. megablox (interpreted here) tiles the 31 rows as 32.
+    Expert 1 owns none; the 4 spare rows give zeros, and get zero gradient."""
     keys = jax.random.split(jax.random.key(11), 3)
     sizes = np.array([5, 0, 19, 3])
     x = jax.random.normal(keys[0], (31, 4))                            # [N, K]
     w = jax.random.normal(keys[1], (4, 4, 3))                          # [E, K, M]
     dy = jax.random.normal(keys[2], (31, 3))
-    y, vjp = jax.vjp(lambda x, w: grouped_matmul(x, w, jnp.asarray(sizes, jnp.int32), 2), x, w)
+    matmul = GROUPED_MATMULS[impl]
+    y, vjp = jax.vjp(lambda x, w: matmul(x, w, jnp.asarray(sizes, jnp.int32)), x, w)
     dx, dw = vjp(dy)
     xn, wn, dyn = (np.asarray(a, np.float64) for a in (x, w, dy))
     y_ref, dx_ref, dw_ref = np.zeros((31, 3)), np.zeros((31, 4)), np.zeros((4, 4, 3))

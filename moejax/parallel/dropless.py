@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from moejax.experts import grouped_ffn
+from moejax.experts import grouped_ffn, resolve_grouped_matmul
 from moejax.parallel.expert_shards import (EXPERT, MODEL, batch_spec, check_groups, expert_layout,
                                            local_experts, weight_specs)
 from moejax.parallel.mesh import MESH_AXES
@@ -118,11 +118,15 @@ def expert_parallel_dropless(x: jax.Array, expert_index: jax.Array, gate: jax.Ar
         return jnp.zeros((t_l, d), jnp.float32).at[tok[order]].add(weighted)
 
     token_spec = batch_spec(mesh, 2)
+    # The megablox kernel's pallas_call declares no mesh-axis variance for its output, which
+    # shard_map's variance check refuses; without the check, shard_map's transpose sums the
+    # cotangents of inputs not split over an axis over that axis (correct, as with it).
     return jax.shard_map(
         body, mesh=mesh,
         in_specs=(token_spec, token_spec, token_spec, token_spec,
                   weight_specs(weights, r > 1), P()),
-        out_specs=token_spec)(x, expert_index, gate, valid, weights, key)
+        out_specs=token_spec, check_vma=resolve_grouped_matmul(impl) != "megablox",
+    )(x, expert_index, gate, valid, weights, key)
 
 
 def _all_to_all(x: jax.Array, x_size: int) -> jax.Array:
