@@ -2,6 +2,7 @@
 libtpu is installed) a real compile for a 4-chip and an 8-chip slice."""
 
 import importlib.util
+import json
 import math
 
 import pytest
@@ -107,3 +108,29 @@ def test_compile_time_out_of_memory_is_one_does_not_fit_line():
                            "memory required for HLO temporaries (222.19G) exceeds available "
                            "HBM (95.74G).")
     assert "--config.train.grad_accum_steps" in line
+
+
+def test_sizing_rows_resume_and_tabulate(tmp_path, monkeypatch):
+    """A row whose JSON exists is read, not compiled again; a table row shows the mesh,
+    memory, fits, all-to-all elements against the plan minimum, prediction and compile time;
+    a failed row keeps aot's one-line reason."""
+    from experiments import aot_sizing
+    gib = 2 ** 30
+    saved = {"topology": "v5p-64", "mesh": {"data": 1, "expert": 64}, "fits": True,
+             "compile_seconds": 125.0, "row": "switch", "config": "switch",
+             "overrides": {"mesh.expert": 64},
+             "per_chip": {"total_bytes": 30.9 * gib, "hbm_bytes": 95 * gib,
+                          "all_to_all_minimum_elements": 400e6,
+                          "collectives": {"all-to-all": {"count": 48, "bytes": 1, "elements":
+                                                         500e6}}},
+             "prediction": {"step_seconds": 0.026, "mfu": 0.27}}
+    (tmp_path / "switch.json").write_text(json.dumps(saved))
+    monkeypatch.setattr(aot_sizing.subprocess, "run", lambda *a, **k: pytest.fail("compiled"))
+    figures = aot_sizing.run_row(aot_sizing.ROWS[0], str(tmp_path))
+    assert figures == saved
+    failed = {"row": "mixtral", "topology": "v5p-32", "overrides": {"mesh.expert": 8},
+              "error": "error: DOES NOT FIT on v5p-32: 222G"}
+    table = aot_sizing.markdown([figures, failed]).splitlines()
+    assert table[2] == ("| switch | v5p-64 | expert=64  | 30.9 of 95 GiB | yes | "
+                        "500 M / 400 M = 1.25 | 26 ms, 27% | 125 s |")
+    assert table[3] == "| mixtral | v5p-32 |  | — | **error: DOES NOT FIT on v5p-32: 222G** | | | |"
