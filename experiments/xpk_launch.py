@@ -19,8 +19,8 @@ import shlex
 import shutil
 import subprocess
 
-from experiments.launch_checks import (LaunchError, check_train_args, check_workdir,
-                                         parse_accelerator)
+from experiments.launch_checks import (LaunchError, check_name, check_train_args,
+                                       check_workdir, parse_accelerator)
 
 BASE_DOCKER_IMAGE = "python:3.12"
 CONTAINER_INSTALL = 'pip install -q -U "jax[tpu]" -e ".[gcs]"'
@@ -29,7 +29,6 @@ CONTAINER_INSTALL = 'pip install -q -U "jax[tpu]" -e ".[gcs]"'
 def check_xpk_args(*, cluster: str | None, workload: str | None, accelerator_type: str,
                    workdir: str, train_args) -> None:
     """Raises LaunchError on a bad argument (names as Kubernetes accepts them)."""
-    from experiments.launch_checks import check_name
     if not cluster:
         raise LaunchError("--launcher=xpk needs --cluster (a GKE cluster made with "
                           "`xpk cluster create`)")
