@@ -42,8 +42,8 @@ def tpu_devices(chip, shape):
 
 
 def collectives(hlo_text: str) -> Dict[str, Dict[str, int]]:
-    """{kind: {"count", "bytes", "elements"}} of the collectives that one device runs per step: every
-    instruction of the compiled HLO times the runs of its computation (a loop body, e.g.
+    """{kind: {"count", "bytes", "elements"}} of the collectives that one device runs per step:
+    every instruction of the compiled HLO times the runs of its computation (a loop body, e.g.
     layers under nnx.scan, once per iteration; experiments/benchmarks/collectives.py), bytes
     its result's size (async ops at their -start); kinds that move nothing are left out."""
     return {op: {"count": v["ops"], "bytes": v["bytes"], "elements": v["elements"]}

@@ -3,8 +3,8 @@
 What XLA:TPU's cost analysis says a dropless layer's grouped matmul costs, forward and both
 gradients (d lhs, d rhs) of Σ (x ⊛ w)·probe, bf16 in and out, rows sorted into E equal groups:
   - jax.lax.ragged_dot (what moejax's dropless layers use on TPU: grouped_matmul='ragged_dot');
-  - megablox gmm (jax.experimental.pallas.ops.tpu.megablox: a Pallas kernel with its own VJP),
-    the candidate kernel, where it compiles.
+  - megablox gmm (jax.experimental.pallas.ops.tpu.megablox: a Pallas kernel with its own VJP)
+    as moejax wraps it for grouped_matmul='megablox' (moejax/megablox.py).
 Useful FLOPs are 3 · 2·M·D·F (forward, d lhs, d rhs). Per row: XLA's FLOPs and HBM bytes,
 their ratio to the useful FLOPs, and a roofline time at the v5p's peak and HBM bandwidth
 (moejax/parallel/tpu_chips.py): a prediction from the compiler's counts, not a measurement.
@@ -22,6 +22,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from experiments.benchmarks.table import Table
+from moejax.megablox import megablox_matmul
 from moejax.parallel.tpu_chips import CHIPS
 
 
@@ -35,20 +36,13 @@ class Sizes:
 
 FULL = Sizes()
 SMOKE = Sizes(rows=(1024,), model_dim=128, hidden_dim=256, experts=(8,))
-TILING = (512, 512, 512)        # megablox tiles (m, k, n), dividing every size above
 
 
 def _ragged_dot(x, w, group_sizes):
     return jax.lax.ragged_dot(x, w, group_sizes)          # as moejax.experts calls it
 
 
-def _megablox(x, w, group_sizes):
-    from jax.experimental.pallas.ops.tpu.megablox import ops
-    tiling = tuple(min(t, n) for t, n in zip(TILING, (x.shape[0], x.shape[1], w.shape[2])))
-    return ops.gmm(x, w, group_sizes, x.dtype, tiling)
-
-
-IMPLEMENTATIONS = {"ragged_dot": _ragged_dot, "megablox gmm": _megablox}
+IMPLEMENTATIONS = {"ragged_dot": _ragged_dot, "megablox gmm": megablox_matmul}
 
 
 def compile_grads(impl, sizes: Sizes, rows: int, experts: int, device):
