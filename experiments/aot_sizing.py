@@ -36,6 +36,7 @@ ROWS = (
     ("switch", "switch", "v5p-64", {"mesh.expert": 64}),
     ("gshard", "gshard", "v5p-64", {"mesh.expert": 64}),
     ("st_moe", "st_moe", "v5p-16", {"mesh.expert": 16}),
+    ("st_moe, remat", "st_moe", "v5p-16", {"mesh.expert": 16, "model.remat": "full"}),
     ("expert_choice", "expert_choice", "v5p-32", {"mesh.expert": 32}),
     ("soft_moe", "soft_moe", "v5p-64", {}),
     ("glam", "glam", "v5p-64", {"mesh.expert": 64}),
