@@ -42,7 +42,9 @@ ROWS = (
     ("glam", "glam", "v5p-64", {"mesh.expert": 64}),
     ("shazeer", "shazeer", "v5p-64", {"mesh.expert": 64}),
     ("mixtral", "mixtral", "v5p-32", {"mesh.expert": 8}),
+    ("mixtral, remat", "mixtral", "v5p-32", {"mesh.expert": 8, "model.remat": "full"}),
     ("deepseek_v3", "deepseek_v3", "v5p-64", {"mesh.expert": 64}),
+    ("deepseek_v3, remat", "deepseek_v3", "v5p-64", {"mesh.expert": 64, "model.remat": "full"}),
     ("dense", "dense", "v5p-16", {}),
 ) + tuple(
     # Switch-Base cut to 2 + 2 layers (one MoE layer per stack) and unrolled, so XLA counts
