@@ -99,7 +99,10 @@ def a2a_cell(c: Dict[str, Any]) -> str:
                 if k in ("all-to-all", "ragged-all-to-all"))
     if not minimum:
         return "none" if not moved else f"{moved / 1e6:.0f} M"
-    return f"{moved / 1e6:.0f} M / {minimum / 1e6:.0f} M = {moved / minimum:.2f}"
+    cell = f"{moved / 1e6:.0f} M / {minimum / 1e6:.0f} M = {moved / minimum:.2f}"
+    if "ragged-all-to-all" in c["collectives"]:    # its result is the whole receive buffer
+        cell += " (ragged: buffers, not rows sent)"
+    return cell
 
 
 def table_row(f: Dict[str, Any]) -> str:
