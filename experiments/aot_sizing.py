@@ -46,6 +46,7 @@ ROWS = (
     ("deepseek_v3", "deepseek_v3", "v5p-64", {"mesh.expert": 64}),
     ("deepseek_v3, remat", "deepseek_v3", "v5p-64", {"mesh.expert": 64, "model.remat": "full"}),
     ("dense", "dense", "v5p-16", {}),
+    ("dense, remat", "dense", "v5p-16", {"model.remat": "full"}),
 ) + tuple(
     # Switch-Base cut to 2 + 2 layers (one MoE layer per stack) and unrolled, so XLA counts
     # every FLOP and byte: the three dispatches side by side, for the TPU compiler's verdict
