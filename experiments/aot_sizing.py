@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -106,12 +107,21 @@ def a2a_cell(c: Dict[str, Any]) -> str:
     return cell
 
 
+def error_cell(error: str) -> str:
+    """'**no**: 153.87G of temporaries > 95.73G HBM' for a compile-time out-of-memory, else
+    the start of aot's error line."""
+    sizes = re.findall(r"\((\d+(?:\.\d+)?G)\)", error)
+    if "DOES NOT FIT" in error and len(sizes) == 2:
+        return f"**no**: {sizes[0]} of temporaries > {sizes[1]} HBM"
+    return f"**{error[:120]}**"
+
+
 def table_row(f: Dict[str, Any]) -> str:
     overrides = ", ".join(f"`{k}={v}`" for k, v in f["overrides"].items()
                           if not k.startswith("mesh."))
     head = f"| {f['row']} | {f['topology']} |"
     if "error" in f:
-        return head + f" {overrides} | — | **{f['error']}** | | | |"
+        return head + f" {overrides} | — | {error_cell(f['error'])} | | | |"
     c, p, gib = f["per_chip"], f["prediction"], 2 ** 30
     mesh = " × ".join(f"{k}={v}" for k, v in f["mesh"].items() if v > 1) or "1 chip"
     memory = f"{c['total_bytes'] / gib:.1f} of {c['hbm_bytes'] / gib:.0f} GiB"

@@ -129,8 +129,11 @@ def test_sizing_rows_resume_and_tabulate(tmp_path, monkeypatch):
     figures = aot_sizing.run_row(aot_sizing.ROWS[0], str(tmp_path))
     assert figures == saved
     failed = {"row": "mixtral", "topology": "v5p-32", "overrides": {"mesh.expert": 8},
-              "error": "error: DOES NOT FIT on v5p-32: 222G"}
+              "error": "error: DOES NOT FIT on v5p-32: E1000: CompileTimeHbmOom: Ran out of "
+                       "memory on HBM, the total memory required for HLO temporaries "
+                       "(280.57G) exceeds available HBM (95.73G). HLO module: jit_train_step."}
     table = aot_sizing.markdown([figures, failed]).splitlines()
     assert table[2] == ("| switch | v5p-64 | expert=64  | 30.9 of 95 GiB | yes | "
                         "500 M / 400 M = 1.25 | 26 ms, 27% | 125 s |")
-    assert table[3] == "| mixtral | v5p-32 |  | — | **error: DOES NOT FIT on v5p-32: 222G** | | | |"
+    assert table[3] == ("| mixtral | v5p-32 |  | — | **no**: 280.57G of temporaries > 95.73G "
+                        "HBM | | | |")
