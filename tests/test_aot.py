@@ -114,7 +114,7 @@ def test_sizing_rows_resume_and_tabulate(tmp_path, monkeypatch):
     """A row whose JSON exists is read, not compiled again; a table row shows the mesh,
     memory, fits, all-to-all elements against the plan minimum, prediction and compile time;
     a failed row keeps aot's one-line reason."""
-    from experiments import aot_sizing
+    from experiments.benchmarks import sizing as aot_sizing
     gib = 2 ** 30
     saved = {"topology": "v5p-64", "mesh": {"data": 1, "expert": 64}, "fits": True,
              "compile_seconds": 125.0, "row": "switch", "config": "switch",
