@@ -2,9 +2,10 @@ r"""The sizing table of docs/LAUNCH.md: every paper's `base` config compiled for
 
     python -m experiments.aot_sizing --out=DIR [--markdown=PATH] [--rows=switch,mixtral]
 
-One `python -m experiments.aot` per row (experiments/benchmarks/sizing.py, ROWS: config,
-topology, mesh and overrides; a fresh process each, so one row's compile cannot hold another's memory), its figures in
-DIR/<row>.json; a row whose JSON exists is not compiled again, so an interrupted run resumes.
+One `python -m experiments.aot` per row (ROWS in experiments/benchmarks/sizing.py: config,
+topology, mesh and overrides; a fresh process each, so one row's compile cannot hold
+another's memory), its figures in DIR/<row>.json; a row whose JSON exists is not compiled
+again, so an interrupted run resumes.
 A row that does not fit or does not compile keeps aot's one-line reason. Then a markdown table
 (to --markdown, else stdout): mesh, per-chip memory of the chip's HBM, fits, all-to-all
 elements against the capacity plan's minimum, predicted step time and MFU, compile time.

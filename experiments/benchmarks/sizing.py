@@ -19,21 +19,21 @@ ROWS = (
     ("switch", "switch", "v5p-64", {"mesh.expert": 64}),
     ("gshard", "gshard", "v5p-64", {"mesh.expert": 64}),
     ("st_moe", "st_moe", "v5p-16", {"mesh.expert": 16}),
-    ("st_moe, remat", "st_moe", "v5p-16", {"mesh.expert": 16, "model.remat": "full"}),
+    ("st_moe+remat", "st_moe", "v5p-16", {"mesh.expert": 16, "model.remat": "full"}),
     ("expert_choice", "expert_choice", "v5p-32", {"mesh.expert": 32}),
     ("soft_moe", "soft_moe", "v5p-64", {}),
     ("glam", "glam", "v5p-64", {"mesh.expert": 64}),
     ("shazeer", "shazeer", "v5p-64", {"mesh.expert": 64}),
     ("mixtral", "mixtral", "v5p-32", {"mesh.expert": 8}),
-    ("mixtral, remat", "mixtral", "v5p-32", {"mesh.expert": 8, "model.remat": "full"}),
+    ("mixtral+remat", "mixtral", "v5p-32", {"mesh.expert": 8, "model.remat": "full"}),
     ("deepseek_v3", "deepseek_v3", "v5p-64", {"mesh.expert": 64}),
-    ("deepseek_v3, remat", "deepseek_v3", "v5p-64", {"mesh.expert": 64, "model.remat": "full"}),
+    ("deepseek_v3+remat", "deepseek_v3", "v5p-64", {"mesh.expert": 64, "model.remat": "full"}),
     ("dense", "dense", "v5p-16", {}),
-    ("dense, remat", "dense", "v5p-16", {"model.remat": "full"}),
+    ("dense+remat", "dense", "v5p-16", {"model.remat": "full"}),
 ) + tuple(
     # Switch-Base cut to 2 + 2 layers (one MoE layer per stack) and unrolled, so XLA counts
     # every FLOP and byte: the three dispatches side by side, for the TPU compiler's verdict
-    (f"switch 2+2 layers, {dispatch}", "switch", "v5p-64",
+    (f"switch 2+2 layers: {dispatch}", "switch", "v5p-64",
      {"mesh.expert": 64, "moe.dispatch": dispatch, "model.num_encoder_layers": 2,
       "model.num_decoder_layers": 2, "model.scan_layers": False})
     for dispatch in ("index", "einsum", "dropless"))
