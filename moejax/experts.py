@@ -115,10 +115,10 @@ def grouped_ffn(w: Dict[str, jax.Array], x: jax.Array, group_sizes: jax.Array, a
     if impl == "megablox":
         matmul = lambda rows, w_e: megablox_matmul(rows, w_e, group_sizes)
         return expert_ffn(w, x, activation, dtype, dropout_rate, key, matmul)
-    ragged = functools.partial(_ragged_matmul, group_sizes=group_sizes)
+    ragged = functools.partial(ragged_matmul, group_sizes=group_sizes)
     return expert_ffn(w, x, activation, dtype, dropout_rate, key, ragged)
 
 
-def _ragged_matmul(x: jax.Array, w: jax.Array, group_sizes: jax.Array) -> jax.Array:
+def ragged_matmul(x: jax.Array, w: jax.Array, group_sizes: jax.Array) -> jax.Array:
     """Rows x [N, D] sorted by expert times their expert's w [E, D, F] -> [N, F]."""
     return jax.lax.ragged_dot(x, w, group_sizes)

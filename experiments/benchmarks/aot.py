@@ -63,6 +63,14 @@ def sharded_bytes(tree) -> int:
     return total
 
 
+def compiled_cost(compiled) -> tuple:
+    """(FLOPs, HBM bytes accessed) of a compiled program by XLA's cost analysis (some jax
+    versions return it as a one-element list)."""
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+
+
 def does_not_fit(message: str, topology: str) -> str:
     """One line for XLA's compile-time out-of-memory error (the program needs more HBM than a
     chip has, so the compiler stops before there is a memory analysis to read)."""
@@ -124,15 +132,12 @@ def analyse(config, topology: str, log=print) -> Dict[str, Any]:
         raise ConfigError(does_not_fit(str(err), topology)) from None
     seconds = time.perf_counter() - start
     memory = compiled.memory_analysis()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops, accessed = compiled_cost(compiled)
     found = collectives(compiled.as_text())
     params = sharded_bytes(nnx.state(setup.model, nnx.Param))
     optimizer = sharded_bytes(nnx.state(setup.optimizer))
     total = (memory.argument_size_in_bytes + memory.output_size_in_bytes
              - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
-    flops = float(cost.get("flops", 0.0))
-    accessed = float(cost.get("bytes accessed", 0.0))
     moved = sum(c["bytes"] for c in found.values())
     compute_s, hbm_s, ici_s = (flops / chip.bf16_flops, accessed / chip.hbm_bandwidth,
                                moved / chip.ici_bandwidth)

@@ -21,7 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from experiments.benchmarks.aot import compiled_cost, tpu_devices
 from experiments.benchmarks.table import Table
+from moejax.experts import ragged_matmul
 from moejax.megablox import megablox_matmul
 from moejax.parallel.tpu_chips import CHIPS
 
@@ -38,11 +40,8 @@ FULL = Sizes()
 SMOKE = Sizes(rows=(1024,), model_dim=128, hidden_dim=256, experts=(8,))
 
 
-def _ragged_dot(x, w, group_sizes):
-    return jax.lax.ragged_dot(x, w, group_sizes)          # as moejax.experts calls it
-
-
-IMPLEMENTATIONS = {"ragged_dot": _ragged_dot, "megablox gmm": megablox_matmul}
+# each as moejax's dropless experts call it (moejax/experts.py, moejax/megablox.py)
+IMPLEMENTATIONS = {"ragged_dot": ragged_matmul, "megablox gmm": megablox_matmul}
 
 
 def compile_grads(impl, sizes: Sizes, rows: int, experts: int, device):
@@ -65,12 +64,10 @@ def add_row(table: Table, chip, name: str, rows: int, experts: int, useful: int,
     """One implementation at one size: XLA's counts and the roofline, or why it failed."""
     row = dict(impl=name, rows=rows, experts=experts, useful_tflop=useful / 1e12)
     try:
-        cost = compile_fn().cost_analysis()
+        flops, accessed = compiled_cost(compile_fn())
     except Exception as err:  # noqa: BLE001 -- a kernel that does not compile is a row
         table.add(**row, status=f"does not compile: {str(err).splitlines()[0][:60]}")
         return
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops, accessed = float(cost["flops"]), float(cost["bytes accessed"])
     seconds = max(flops / chip.bf16_flops, accessed / chip.hbm_bandwidth)
     table.add(**row, xla_tflop=flops / 1e12, flop_ratio=flops / useful, hbm_gb=accessed / 1e9,
               roofline_ms=seconds * 1e3, status="compiles")
@@ -90,7 +87,6 @@ def run(smoke: bool = False) -> Table:
         print('skipped: libtpu is not installed (pip install "jax[tpu]")', flush=True)
         table.notes.append("skipped: no libtpu")
         return table
-    from experiments.benchmarks.aot import tpu_devices
     from moejax.parallel.tpu_chips import parse_topology
     device = tpu_devices(*parse_topology("v5p-4"))[0]
     for rows in sizes.rows:
