@@ -51,17 +51,16 @@ def paper_data(config, objective, seq_length, batch_size, targets_length=None):
 
 # The tiny encoder-decoder regime, chosen by measurement (docs/RESULTS.md, its notes):
 # SentencePiece tokens (the 2000-piece model trained on the embedded corpus and shipped with
-# moejax), many short rows, and T5's own schedule, 1/sqrt(max(step, 10⁴)): a constant 0.01
-# through any tiny budget. With 16 × 128 byte tokens the model never learned to read its
-# encoder within 1500 steps (its validation loss with encoders shuffled across the batch was
-# only 0.03 nats worse: the decoder was a language model over the masked bytes alone), and a
-# dense model with 8× wider FFNs gained 0.01 nats, so no MoE could show a gain. Finding a
-# masked span's place in the encoder is learned per row seen (about 38k rows), and a short row
-# has fewer places to search. At 96 × 24 with the constant rate the dense model reads 0.35
-# nats from its encoder by step 600 and 0.52 at 1200. FFN width still buys little once both
-# models read it: 8× d_ff gains 0.021 nats at 1200 steps, short of the validity gate's 0.05
-# (the larger gains seen in other regimes came from the wider model reading its encoder
-# sooner), so the encoder-decoder recipes cannot test quality claims yet.
+# moejax), many short rows, T5's own schedule, 1/sqrt(max(step, 10⁴)): a constant 0.01
+# through any tiny budget, and gated-GELU FFNs (T5.1.1's). With 16 × 128 byte tokens the
+# model never learned to read its encoder within 1500 steps (its validation loss with encoders
+# shuffled across the batch was only 0.03 nats worse: the decoder was a language model over
+# the masked bytes alone), and a dense model with 8× wider FFNs gained 0.01 nats, so no MoE
+# could show a gain. Finding a masked span's place in the encoder is learned per row seen
+# (about 38k rows), and a short row has fewer places to search. At 96 × 24 with the constant
+# rate the dense model reads 0.38 nats from its encoder by step 600 and 0.54 at 1200. With
+# T5's ReLU FFNs, width then still bought little (8× d_ff: 0.021 nats at 1200 steps, short of
+# the validity gate's 0.05); with GEGLU FFNs it buys 0.051 (0.046-0.058 from step 720 on).
 T5_TINY_TOKENIZER = "moejax_english_2k"
 T5_TINY_BATCH = (96, 24)
 T5_TINY_WARMUP = 10_000          # rsqrt's constant phase: T5's 10⁴ steps
@@ -77,25 +76,27 @@ def tiny_training(config, batch, steps=1500):
 
 
 # Size "tiny_lm" of the encoder-decoder families: their routing on the tiny decoder-only byte
-# LM instead of the tiny T5, with gated-GELU FFNs (T5.1.1's, GLaM's) whatever the family's own
-# activation. The tiny encoder-decoder's FFNs are not a bottleneck at any CPU budget (8× wider
-# FFNs gain 0.01–0.03 nats, docs/RESULTS.md), and neither are this LM's with ReLU FFNs (0.013
-# nats at 1200 steps), so neither can show what the T5 papers' MoEs add; with gated FFNs the
-# same LM gained 0.096 nats in 600 steps. The recipes judge those papers' quality claims here,
-# as a stated deviation from the papers' backbone and activation.
+# LM instead of the tiny T5. The recipes whose routing is causal judge the T5 papers' quality
+# claims there, as a stated deviation from the papers' backbone: 8× wider FFNs gain 0.096 nats
+# in 1200 steps there, against 0.051 in the tiny T5. With ReLU FFNs neither backbone's FFNs
+# were a bottleneck (0.013 nats in this LM, 0.021 in the T5), so both tiny backbones use
+# gated-GELU FFNs (T5.1.1's, GLaM's) whatever the family's own activation: a second stated
+# deviation, for the families whose papers used ReLU (Switch, GShard, T5).
 TINY_LM = "tiny_lm"
-TINY_LM_ACTIVATION = "geglu"
+TINY_ACTIVATION = "geglu"
 
 
 def t5_backbone(config, arg, *, num_experts):
     """T5 encoder-decoder with span corruption; num_experts: {size: E}.
 
     The sizes follow the FFN activation already in config.model: T5 (ReLU) or T5.1.1 (gated);
-    the experts use the same activation as the dense FFNs. Size "tiny_lm" (TINY_LM) is the
-    tiny decoder-only backbone instead, with the family's routing and gated-GELU FFNs.
+    the experts use the same activation as the dense FFNs. Both tiny sizes use gated-GELU FFNs
+    (TINY_ACTIVATION) whatever the family's own; size "tiny_lm" (TINY_LM) is the tiny
+    decoder-only backbone instead, with the family's routing.
     """
+    if arg in ("tiny", TINY_LM):
+        config.model.activation = config.moe.activation = TINY_ACTIVATION
     if arg == TINY_LM:
-        config.model.activation = config.moe.activation = TINY_LM_ACTIVATION
         decoder_backbone(config, "tiny", num_experts=num_experts)
         return
     gated = config.model.activation in ("geglu", "swiglu")
