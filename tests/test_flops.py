@@ -38,20 +38,21 @@ def test_dense_baseline_has_the_moe_active_width_and_top1_halves_the_experts():
 
 
 def test_encoder_decoder_flops_by_hand():
-    """Switch at smoke widths: 2+2 layers (the second of each a top-1 MoE of E=4 ReLU experts),
-    d=32, 2 heads of 16, F=64, untied head over V tokens; T_e encoder and T_d decoder tokens.
+    """Switch at smoke widths: 2+2 layers (the second of each a top-1 MoE of E=4 GEGLU
+    experts, the tiny size's activation), d=32, 2 heads of 16, F=64, untied head over V tokens;
+    T_e encoder and T_d decoder tokens.
       attention q, k, v, o 4·d·H·Q = 4096 a layer; cross-attention k, v 2048, q, o 2048
-      dense ReLU FFN 2·d·F = 4096; MoE one expert of four 4096 + router d·E 128 = 4224
-      per encoder token:  2·4096 + 4096 + 4224 = 16512, + the decoder's cross k, v 2·2048
-      per decoder token:  2·4096 (self) + 2·2048 (cross q, o) + 4096 + 4224 + 32·V (head)
+      dense GEGLU FFN 3·d·F = 6144; MoE one expert of four 6144 + router d·E 128 = 6272
+      per encoder token:  2·4096 + 6144 + 6272 = 20608, + the decoder's cross k, v 2·2048
+      per decoder token:  2·4096 (self) + 2·2048 (cross q, o) + 6144 + 6272 + 32·V (head)
     per example T_e·(6·N_e + 12·H·Q·2·T_e) + T_d·(6·N_d + 12·H·Q·2·(T_d + T_e))."""
     setup = train_setup.build(train_setup.load_config("switch", dict(
         train_setup.SMOKE_OVERRIDES)), abstract=True)
     cfg = setup.model_cfg
     t_e = setup.batch["encoder_input_tokens"].shape[1]
     t_d = setup.batch["decoder_target_tokens"].shape[1]
-    n_e = 16512 + 2 * 2048
-    n_d = 2 * 4096 + 2 * 2048 + 4096 + 4224 + 32 * cfg.vocab_size
+    n_e = 20608 + 2 * 2048
+    n_d = 2 * 4096 + 2 * 2048 + 6144 + 6272 + 32 * cfg.vocab_size
     assert active_params_by_input(setup.model, cfg) == {"encoder": n_e, "decoder": n_d}
     pair = 12 * 2 * 16
     want = t_e * (6 * n_e + pair * 2 * t_e) + t_d * (6 * n_d + pair * 2 * (t_d + t_e))

@@ -39,8 +39,9 @@ def test_experts_split_over_the_expert_axis_and_the_rest_is_replicated():
     ep = parameter_memory(model, abstract_mesh(dict(data=4, fsdp=1, expert=4, model=1)))
     assert ep["experts"]["per_device"] == one["experts"]["total"] / 4
     assert ep["other"]["per_device"] == one["other"]["total"]
-    # tiny: 2 sparse layers (of 2 + 2) × 8 experts × (wi + wo) of 128 × 256, float32
-    assert one["experts"]["total"] == 2 * 8 * 2 * 128 * 256 * 4
+    # tiny: 2 sparse layers (of 2 + 2) × 8 GEGLU experts × (wi_0, wi_1, wo) of 128 × 256,
+    # float32
+    assert one["experts"]["total"] == 2 * 8 * 3 * 128 * 256 * 4
 
 
 def test_report_names_the_mesh_and_rejects_a_mesh_that_does_not_fit():
