@@ -43,8 +43,9 @@ def setup() -> str:
     t5_batch, decoder_batch = common.T5_TINY_BATCH, common.DECODER_TINY_BATCH
     return (f"Each recipe below ran with one command (shown in its section) at the `tiny` size: "
             f"T5-style encoder-decoder ({t5['layers']} + {t5['layers']} layers, d_model "
-            f"{t5['d_model']}, d_ff {t5['d_ff']}, batches of {t5_batch[0]} × {t5_batch[1]} "
-            f"tokens) or decoder-only ({decoder['layers']} layers, batches of "
+            f"{t5['d_model']}, d_ff {t5['d_ff']}, {tiny.model.activation.upper()} FFNs, "
+            f"batches of {t5_batch[0]} × {t5_batch[1]} tokens) or decoder-only "
+            f"({decoder['layers']} layers, batches of "
             f"{decoder_batch[0]} × {decoder_batch[1]} tokens) models on the embedded English "
             f"corpus (encoder-decoders on the shipped SentencePiece model "
             f"`{tiny.data.spm_model_path}`, decoder-only models on bytes), Adafactor at a peak "
