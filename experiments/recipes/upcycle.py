@@ -128,4 +128,6 @@ RECIPE = Recipe(
           "fresh router) and training on beats continuing to train the dense model for the "
           "same extra compute, and beats an MoE trained from scratch on a limited budget.",
     arms=arms, judge=judge, tiny_steps=1200, train=train, gate_backbone="dense",
-    sizes=ON_TINY_LM)
+    sizes=ON_TINY_LM, tiny_minutes=(116, "2026-12-02, the gate cached, sharing the cores with "
+                                         "another recipe and a test suite; an estimated 55 "
+                                         "alone"))
