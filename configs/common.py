@@ -60,7 +60,8 @@ def paper_data(config, objective, seq_length, batch_size, targets_length=None):
 # (about 38k rows), and a short row has fewer places to search. At 96 × 24 with the constant
 # rate the dense model reads 0.38 nats from its encoder by step 600 and 0.54 at 1200. With
 # T5's ReLU FFNs, width then still bought little (8× d_ff: 0.021 nats at 1200 steps, short of
-# the validity gate's 0.05); with GEGLU FFNs it buys 0.051 (0.046-0.058 from step 720 on).
+# the validity gate's 0.05); with GEGLU FFNs it buys 0.051 (0.041-0.058 from step 600 to
+# 1500).
 T5_TINY_TOKENIZER = "moejax_english_2k"
 T5_TINY_BATCH = (96, 24)
 T5_TINY_WARMUP = 10_000          # rsqrt's constant phase: T5's 10⁴ steps
