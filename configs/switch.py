@@ -2,8 +2,9 @@
 
     python -m experiments.train --config=configs/switch.py:tiny --workdir=DIR
 
-Sizes: tiny (2-core CPU, minutes; gated-GELU FFNs, as every tiny config), base (Switch-Base: T5-Base with 128 experts in every other
-FFN, capacity factor 1.25 train / 2.0 eval, α = 0.01, init scale 0.1, Adafactor), and tiny_lm:
+Sizes: tiny (2-core CPU, minutes; gated-GELU FFNs, as every tiny T5 config), base (Switch-Base:
+T5-Base with ReLU FFNs and 128 experts in every other FFN, capacity factor 1.25 train / 2.0
+eval, α = 0.01, init scale 0.1, Adafactor), and tiny_lm:
 Switch routing on the tiny decoder-only byte LM with gated-GELU FFNs, where the recipes judge
 the paper's quality claims at CPU budgets (configs/common.py, TINY_LM).
 
