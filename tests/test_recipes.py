@@ -226,6 +226,11 @@ def test_recipe_smoke(name, data_dir, tmp_path, monkeypatch):
         assert again[1] == verdict                       # the cached gate, nothing retrained
     else:
         assert saved["gate"] is None
+    if name == "upcycle":               # a finished staged recipe reruns: nothing retrained
+        logged = []
+        again = recipe_lib.run_recipe(rec, workdir, smoke=True, gate=False, log=logged.append)
+        assert again[1] == verdict
+        assert sum("done already" in line for line in logged) == len(rec.arms(size))
 
 
 @pytest.mark.parametrize("name", [n for n in RECIPES if n not in END_TO_END])

@@ -129,7 +129,9 @@ def run_recipe(recipe: Recipe, workdir: str, *, size: str = "tiny", steps: Optio
     if jobs is None:                       # micro smoke models gain nothing from two processes
         jobs = 1 if smoke else runs.auto_jobs(size)
     log(f"{recipe.title}: {len(arms)} arms x {len(seeds)} seeds -> {workdir}")
-    tasks, directories = runs.plan_runs(arms, workdir, size=size, seeds=seeds, common=common)
+    # a staged recipe plans and checks its own runs (their budgets differ by stage)
+    tasks, directories = ([], {}) if recipe.train is not None else runs.plan_runs(
+        arms, workdir, size=size, seeds=seeds, common=common)
     gate_plan = gate_lib.plan(recipe.gate_backbone, size=size, seed=seeds[0], common=common,
                               cache=gate_cache) if gate else None
     if gate_plan is not None:

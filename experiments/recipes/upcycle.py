@@ -58,9 +58,11 @@ def train(recipe: Recipe, workdir: str, *, size: str, seeds, common, log=print
         *(resolve(configs[r.label, first], make_tokenizer(configs[r.label, first].data)
                   .vocab_size) for r in (pre, up)))
     directories = {}
-    for seed in seeds:
+    for seed in seeds:                  # every run_dir checked before the first run trains
         for run in (pre, cont, up, scratch):
             directories[run.label, seed] = runs_lib.run_directory(workdir, run, seed)
+            runs_lib.check_same_config(directories[run.label, seed], configs[run.label, seed])
+    for seed in seeds:
         source = directories[pre.label, seed]
 
         def one(run, start=None, seed=seed):
