@@ -1,11 +1,11 @@
 """Every routing family on one backbone, side by side.
 
-One backbone for all (the tiny T5 encoder-decoder of configs/switch.py, ReLU FFNs, MoE in every
-other encoder FFN: expert choice and Soft MoE need the whole sequence, so none of the arms
-puts experts in the causal decoder) and each family's whole `moe` section from its own config:
-router, k, gate order, capacity factors, balance losses, shared and fine-grained experts. Only
-the FFN activation stays the backbone's, and ST-MoE's extra dense FFN after each MoE layer is
-left out, so the arms differ in routing alone.
+One backbone for all (the tiny T5 encoder-decoder of configs/switch.py, gated-GELU FFNs at
+tiny size, MoE in every other encoder FFN: expert choice and Soft MoE need the whole sequence,
+so none of the arms puts experts in the causal decoder) and each family's whole `moe` section
+from its own config: router, k, gate order, capacity factors, balance losses, shared and
+fine-grained experts. Only the FFN activation stays the backbone's, and ST-MoE's extra dense
+FFN after each MoE layer is left out, so the arms differ in routing alone.
 """
 
 from __future__ import annotations
