@@ -92,4 +92,6 @@ RECIPE = Recipe(
           "gives the best quality for its speed (cf 1.0: −1.561 at 1000 examples/s vs top-2 "
           "cf 2.0: −1.547 at 840).",
     arms=arms, judge=judge, tiny_steps=1200, gate_backbone="dense",
-    timed=True, sizes=ON_TINY_LM)
+    timed=True, sizes=ON_TINY_LM,
+    tiny_minutes=(120, "2026-12-02, the gate included (40 of them, beside a test run); the 18 "
+                       "timed arms took 80 one at a time on an otherwise idle machine"))
