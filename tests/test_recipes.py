@@ -227,10 +227,15 @@ def test_recipe_smoke(name, data_dir, tmp_path, monkeypatch):
     else:
         assert saved["gate"] is None
     if name == "upcycle":               # a finished staged recipe reruns: nothing retrained
+        saved["wall_minutes"] = 100.0       # as if training had taken 100 minutes
+        with open(os.path.join(workdir, "verdict.json"), "w") as f:
+            json.dump(saved, f)
         logged = []
         again = recipe_lib.run_recipe(rec, workdir, smoke=True, gate=False, log=logged.append)
         assert again[1] == verdict
         assert sum("done already" in line for line in logged) == len(rec.arms(size))
+        with open(os.path.join(workdir, "verdict.json")) as f:   # the re-judge adds its time
+            assert 100.0 <= json.load(f)["wall_minutes"] < 101.0
 
 
 @pytest.mark.parametrize("name", [n for n in RECIPES if n not in END_TO_END])

@@ -237,6 +237,30 @@ def test_capacity_verdict():
                           ).verdict.outcome == NOT_HELD
     assert capacity.judge(arms(better, drops=(0.1, 0.2, 0.0)), PASSING).verdict.outcome \
         == NOT_HELD
+    # speeds with run-to-run noise: top-1 cf 1.0 ahead of top-2 cf 1.0 on average (10400 vs
+    # 10100 tokens/s) but the paired differences (+900, −600, +600) give 300 ± 4.303 · 793.7 /
+    # √3 = 300 ± 1972: undecided, where comparing means would call it held
+    noisy = arms(better)
+    noisy[0] = _arm(capacity.label(1, 1.0), DENSE, dropped_fraction=0.3,
+                    expert_load=np.ones((1, 4)) / 4,
+                    per_seed={"tokens_per_second": [11000, 9600, 10600]})
+    noisy[3] = _arm(capacity.label(2, 1.0), DENSE, dropped_fraction=0.3,
+                    expert_load=np.ones((1, 4)) / 4,
+                    per_seed={"tokens_per_second": [10100, 10200, 10000]})
+    out = capacity.judge(noisy, PASSING).verdict
+    assert out.outcome == INCONCLUSIVE
+    assert "Inconclusive: top-1 is faster than top-2 at every capacity factor" in out.why
+    assert "cf 1 +300 [-1672, +2272], 3 seeds" in out.why
+    # top-2 cf 1.0 slower on average than top-1 at 1.0 and 1.25 (883 against 1000 and 900
+    # tokens/s) but not measurably (differences from 1.25: +100, −200, +50), and measurably
+    # better: Switch is not on the frontier (comparing mean speeds would leave it there)
+    ahead = arms(better)
+    ahead[3] = _arm(capacity.label(2, 1.0), [x - 0.1 for x in better],
+                    dropped_fraction=0.3, expert_load=np.ones((1, 4)) / 4,
+                    per_seed={"tokens_per_second": [1000, 700, 950]})
+    off_frontier = capacity.judge(ahead, PASSING).verdict
+    assert off_frontier.outcome == NOT_HELD
+    assert "Did not hold: Switch at cf 1.0 and 1.25 gives the best quality" in off_frontier.why
 
 
 def test_expert_choice_verdict():

@@ -162,14 +162,27 @@ def run_recipe(recipe: Recipe, workdir: str, *, size: str = "tiny", steps: Optio
     path = report.write_report(workdir, recipe.title, summaries, outcome.target, command,
                                intro=intro, sections=outcome.sections,
                                target_note=outcome.target_note)
+    minutes = earlier_minutes(workdir) + (time.perf_counter() - started) / 60
     with open(os.path.join(workdir, "verdict.json"), "w", encoding="utf-8") as f:
         json.dump({"recipe": recipe.name, "title": recipe.title, "claim": recipe.claim,
                    **dataclasses.asdict(verdict), "size": size, "smoke": smoke,
                    "seeds": list(seeds), "command": command, "jobs": jobs,
-                   "wall_minutes": round((time.perf_counter() - started) / 60, 1),
+                   "wall_minutes": round(minutes, 1),
                    "gate": None if measured is None else measured.to_json()}, f, indent=1)
     log(f"{recipe.name}: {verdict.outcome} ({verdict.why})")
     return path, verdict
+
+
+def earlier_minutes(workdir: str) -> float:
+    """The wall minutes that earlier invocations in `workdir` recorded in verdict.json (0 if
+    none): a resumed recipe, or one judged again after its runs finished, records the sum, so
+    a re-judge does not replace hours of training with its own seconds. (An invocation that
+    stopped before writing its verdict is not counted.)"""
+    try:
+        with open(os.path.join(workdir, "verdict.json"), encoding="utf-8") as f:
+            return float(json.load(f).get("wall_minutes") or 0.0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0
 
 
 def gate_section(measured: Optional[Gate], enabled: bool) -> str:
