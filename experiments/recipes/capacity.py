@@ -85,8 +85,7 @@ def faster(arm, a, b) -> Optional[bool]:
 
 
 def difference(arm, a, b) -> str:
-    diff = paired.paired_runs(arm[label(*a)], arm[label(*b)], "tokens_per_second")
-    return "no pair of timed runs" if diff is None else diff.text("+.0f")
+    return paired.describe(arm[label(*a)], arm[label(*b)], "tokens_per_second", "+.0f")
 
 
 def speed_text(arm, factors) -> str:

@@ -105,7 +105,7 @@ def lower(a: Summary, b: Summary, field: str = "final_loss") -> Optional[bool]:
     return None if diff is None else diff.lower()
 
 
-def describe(a: Summary, b: Summary, field: str = "final_loss") -> str:
-    """'a − b = −0.0123 [−0.0200, −0.0046], 3 seeds' for verdict texts."""
+def describe(a: Summary, b: Summary, field: str = "final_loss", spec: str = "+.4f") -> str:
+    """'a − b = −0.0123 [−0.0200, −0.0046], 3 seeds' for verdict texts (numbers as `spec`)."""
     diff = paired_runs(a, b, field)
-    return "no stable pair of runs" if diff is None else diff.text()
+    return "no stable pair of runs" if diff is None else diff.text(spec)
