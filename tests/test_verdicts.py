@@ -282,6 +282,13 @@ def test_expert_choice_verdict():
     # the default curve (6 -> 4 -> final): at step 100 expert choice is at 4.0, a nat short
     slow = ec.judge([_arm(ec.EC, [2.0, 2.1, 1.9]), top2, top1], PASSING).verdict
     assert slow.outcome == NOT_HELD and "+1.0000" in slow.why
+    # the step-time ratio comes with the paired interval of tokens/s: d = (200, 100, 300),
+    # mean 200, sd 100, half width 4.303 · 100 / √3 = 248.4
+    timed = ec.judge([_arm(ec.EC, [2.0, 2.1, 1.9],
+                           per_seed={"tokens_per_second": [1200, 1100, 1300]}),
+                      _arm(ec.TOP2, DENSE, per_seed={"tokens_per_second": [1000] * 3}), top1],
+                     PASSING).verdict
+    assert "1.20× the time" in timed.why and "+200 [-48, +448], 3 seeds" in timed.why
     diverged = _arm(ec.EC, [9.0] * 3, diverged=(0, 1, 2))
     assert ec.judge([diverged, top2, top1], PASSING).verdict.outcome == INCONCLUSIVE
 

@@ -55,8 +55,9 @@ def judge(summaries: List[Summary], gate: Optional[Gate] = None) -> Outcome:
              f"steps" + ("" if not top2_steps else f", {ec_steps / top2_steps:.2f}× top-2's "
                                                    f"{top2_steps:.0f} (paper: under 0.5×)"))
     if None not in speed:
+        gap = paired.describe(arm[EC], arm[TOP2], "tokens_per_second", "+.0f")
         facts += (f"; each top-2 step took {speed[0] / speed[1]:.2f}× the time of an expert "
-                  f"choice step (paper: 1.2×)")
+                  f"choice step (paper: 1.2×; tokens/s expert choice − top-2 {gap})")
     half = half_step_difference(arm[EC], arm[TOP2])
     claim = ("expert choice at half of top-2's steps is below top-2's final loss (expert "
              "choice − top-2, " + ("no stable pair of runs" if half is None else half.text())
