@@ -175,6 +175,9 @@ def test_compare_command_writes_the_report(data_dir, tmp_path):
     assert "n/a (dense)" in text
     # two runs at once, each in its own process with its progress in its own log
     assert "training 2 runs, 2 at a time" in out.stdout + out.stderr
+    # each run's own wall time, then the time since the first run started
+    assert re.search(r"\(seed 0\): final loss \d+\.\d{4} in \d+\.\d min "
+                     r"\[\d+\.\d min since the first started\]", out.stdout + out.stderr)
     for label in ("switch", "dense"):
         log = open(os.path.join(workdir, label, "seed_0", "train.log")).read()
         assert "step 2/2" in log

@@ -292,7 +292,8 @@ def execute(tasks: Sequence[Task], *, jobs: int = 1, log=print) -> None:
             task = futures[future]
             outcome = future.result()
             log(f"{task.prefix}{task.run.label} (seed {task.seed}): {outcome} "
-                f"[{(time.perf_counter() - start) / 60:.1f} min] -> {task.run_dir}")
+                f"[{(time.perf_counter() - start) / 60:.1f} min since the first started] -> "
+                f"{task.run_dir}")
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise
@@ -323,19 +324,23 @@ def _stop_with_parent() -> None:
 
 
 def _train_logged(task: Task) -> str:
-    """train_one in a worker process, its output in run_dir/train.log; returns how it ended."""
+    """train_one in a worker process, its output in run_dir/train.log; returns how it ended
+    and its own wall minutes."""
     import contextlib
+    import time
+    start = time.perf_counter()
     _stop_with_parent()
     os.makedirs(task.run_dir, exist_ok=True)
     with open(os.path.join(task.run_dir, "train.log"), "a", encoding="utf-8") as f, \
             contextlib.redirect_stderr(f), contextlib.redirect_stdout(f):
         train_one(task.run, task.config, task.run_dir, size=task.size, seed=task.seed,
                   prefix=task.prefix)
+    minutes = f" in {(time.perf_counter() - start) / 60:.1f} min"
     if is_diverged(task.run_dir):
-        return "diverged"
+        return "diverged" + minutes
     from moejax.train.logs import read_log
     evals = [r for r in read_log(task.run_dir) if r["split"] == "eval"]
-    return f"final loss {evals[-1]['cross_entropy']:.4f}" if evals else "done"
+    return (f"final loss {evals[-1]['cross_entropy']:.4f}" if evals else "done") + minutes
 
 
 def train_runs(runs: Sequence[Run], workdir: str, *, size: str, seeds: Sequence[int],
