@@ -178,6 +178,10 @@ def test_compare_command_writes_the_report(data_dir, tmp_path):
     # each run's own wall time, then the time since the first run started
     assert re.search(r"\(seed 0\): final loss \d+\.\d{4} in \d+\.\d min "
                      r"\[\d+\.\d min since the first started\]", out.stdout + out.stderr)
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(re.findall(r"\(seed 0\): final loss \d+\.\d{4}, done already",
+                          again.stdout + again.stderr)) == 2
     for label in ("switch", "dense"):
         log = open(os.path.join(workdir, label, "seed_0", "train.log")).read()
         assert "step 2/2" in log

@@ -329,13 +329,15 @@ def _train_logged(task: Task) -> str:
     import contextlib
     import time
     start = time.perf_counter()
+    already = finished(task.run_dir, task.config.train.num_steps)
     _stop_with_parent()
     os.makedirs(task.run_dir, exist_ok=True)
     with open(os.path.join(task.run_dir, "train.log"), "a", encoding="utf-8") as f, \
             contextlib.redirect_stderr(f), contextlib.redirect_stdout(f):
         train_one(task.run, task.config, task.run_dir, size=task.size, seed=task.seed,
                   prefix=task.prefix)
-    minutes = f" in {(time.perf_counter() - start) / 60:.1f} min"
+    minutes = (", done already" if already else
+               f" in {(time.perf_counter() - start) / 60:.1f} min")
     if is_diverged(task.run_dir):
         return "diverged" + minutes
     from moejax.train.logs import read_log
