@@ -21,7 +21,7 @@ from absl import flags
 
 from configs import common
 from experiments import cli
-from experiments.recipes import RECIPES
+from experiments.recipes import RECIPES, runs
 
 _RUNS = flags.DEFINE_string("runs", None, "Directory with one finished recipe per sub-directory.")
 _OUT = flags.DEFINE_string("out", None, "The page to write (e.g. docs/RESULTS.md).")
@@ -91,6 +91,30 @@ def previous_page(path: str) -> dict:
     return kept
 
 
+def progress(directory: str) -> str:
+    """'part-way: 13 runs finished (15 started), no verdict yet' for a recipe's workdir whose runs
+    (directory/<arm>/seed_<s>, each judged finished at its own train.num_steps) have records
+    but no verdict.json; '' if none has."""
+    done = started = 0
+    for arm in sorted(os.listdir(directory)) if os.path.isdir(directory) else ():
+        for seed in sorted(os.listdir(os.path.join(directory, arm))
+                           if os.path.isdir(os.path.join(directory, arm)) else ()):
+            run_dir = os.path.join(directory, arm, seed)
+            if not (seed.startswith("seed_") and
+                    os.path.exists(os.path.join(run_dir, "metrics.jsonl"))):
+                continue
+            started += 1
+            try:
+                with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
+                    steps = json.load(f)["config"]["train"]["num_steps"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue                                  # no budget to judge it by
+            done += runs.finished(run_dir, steps)
+    plural = "" if done == 1 else "s"
+    return (f"part-way: {done} run{plural} finished ({started} started), no verdict yet"
+            if started else "")
+
+
 def main(argv):
     del argv
     if os.path.exists(_OUT.value) and not _FORCE.value:
@@ -105,12 +129,13 @@ def main(argv):
     for name in RECIPES:
         directory = os.path.join(_RUNS.value, name)
         path = os.path.join(directory, "verdict.json")
-        if not os.path.exists(path) and name in kept:
+        partial = "" if os.path.exists(path) else progress(directory)
+        if not os.path.exists(path) and not partial and name in kept:
             verdicts.append(kept[name][0])
             sections.append(kept[name][1])
             continue
         if not os.path.exists(path):
-            verdicts.append(f"| {name} | not run yet | |")
+            verdicts.append(f"| {name} | {partial or 'not run yet'} | |")
             continue
         with open(path, encoding="utf-8") as f:
             v = json.load(f)

@@ -227,6 +227,8 @@ def test_recipe_smoke(name, data_dir, tmp_path, monkeypatch):
         gate = saved["gate"]
         assert gate["backbone"] == rec.gate_backbone and not gate["encoder_decoder"]
         assert np.isfinite(gate["width_gain"]) and gate["encoder_information"] is None
+        # and at the arms' experts: every other FFN of the 4-layer LM
+        assert gate["placement"] == "decoder layers 1, 3" and np.isfinite(gate["placement_gain"])
         assert "Validity gate (dense, the recipe's budget): width gain (8× d_ff)" in text
         again = recipe_lib.run_recipe(rec, workdir, smoke=True, gate=True,
                                       gate_cache=str(tmp_path / "gate"), log=lambda *_: None)
@@ -309,6 +311,19 @@ def test_results_doc_gathers_verdicts_and_copies_plots(tmp_path):
     assert "## Capacity title\n\nfewer drops" in merged
     assert merged.index("## Switch title") < merged.index("## Capacity title")   # recipe order
     assert "| precision | not run yet | |" in merged
+    # a recipe stopped part-way: its runs with records, finished at their own budgets
+    for arm, last_eval in (("dense", 10), ("Switch_top-1", 5)):
+        run_dir = tmp_path / "later" / "routing" / arm / "seed_0"
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.json").write_text(json.dumps({"config": {"train": {"num_steps": 10}}}))
+        (run_dir / "metrics.jsonl").write_text("".join(
+            json.dumps({"step": s, "split": "eval", "cross_entropy": 3.0}) + "\n"
+            for s in (0, last_eval)))
+    subprocess.run([sys.executable, "-m", "experiments.results_doc", f"--runs={tmp_path / 'later'}",
+                    f"--out={out}", "--force", "--keep"], cwd=ROOT, check=True, timeout=120,
+                   capture_output=True)
+    assert ("| routing | part-way: 1 run finished (2 started), no verdict yet | |"
+            in out.read_text())
 
 
 def test_stored_config_matches_unless_a_value_differs():

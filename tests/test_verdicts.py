@@ -10,8 +10,10 @@ from experiments import recipes
 from experiments.recipes import gate as gate_lib
 from experiments.recipes import paired
 from experiments.recipes import recipe as recipe_lib
+from experiments.recipes import runs as runs_lib
 from experiments.recipes import summary
 from experiments.recipes.recipe import HELD, INCONCLUSIVE, NOT_HELD, NOT_TESTABLE
+from moejax.errors import ConfigError
 
 PASSING = gate_lib.Gate("dense", width_gain=0.12, encoder_information=0.6, encoder_decoder=True,
                         encoder_information_midway=0.4)
@@ -142,6 +144,27 @@ def test_gate_figures_and_thresholds():
     assert lost.width_gain is None and not lost.passed and "not measured" in lost.text()
 
 
+def test_gate_judges_width_where_the_arms_put_experts():
+    """With a placement, the gain of widening only the arms' sparse FFNs must pass; every
+    FFN's gain is reported beside it."""
+    curve = [(500, 0.4), (1000, 0.5)]
+    standard = _run(2.40, 0, encoder_information=0.5, encoder_curve=curve)
+    def gate(placed_final, placement="encoder layer 1", diverged=False):
+        return gate_lib.from_runs("dense", standard, _run(2.30, 0), True, "",
+                                  _run(placed_final, 0, diverged=diverged), placement)
+    one_ffn = gate(2.39)                     # every FFN 8×: 0.10; the experts' FFN alone: 0.01
+    assert one_ffn.width_gain == pytest.approx(0.10)
+    assert one_ffn.placement_gain == pytest.approx(0.01)
+    assert not one_ffn.width_passed and not one_ffn.passed and one_ffn.encoder_passed
+    assert ("width gain (8× d_ff) 0.100 nats in every FFN and 0.010 nats in the arms' sparse "
+            "FFNs alone (encoder layer 1) (needs >= 0.05 there)") in one_ffn.text()
+    assert gate(2.34).passed                                  # 0.06 there
+    assert not gate(2.30, diverged=True).passed               # not measured: not passed
+    assert "and not measured in the arms'" in gate(2.30, diverged=True).text()
+    # no placement (the arms make every FFN sparse): the every-FFN gain is the one judged
+    assert gate(2.39, placement="").passed and gate(2.39, placement="").placement_gain is None
+
+
 def test_gate_runs_widen_the_ffn_and_log_encoder_information():
     specs = gate_lib.gate_runs("dense", "tiny", {})
     standard, wide = specs[gate_lib.STANDARD], specs[gate_lib.WIDE]
@@ -156,6 +179,18 @@ def test_gate_runs_widen_the_ffn_and_log_encoder_information():
     assert configs[gate_lib.WIDE].model.d_ff == 512 and configs[gate_lib.STANDARD].model.d_ff == 64
     assert all(c.train.eval_encoder_information and c.train.seed == 3 for c in configs.values())
     assert plan.directory.startswith("/nonexistent/") and plan.encoder_decoder
+    # a placement that leaves FFNs dense adds the run with only its sparse ones 8× wider
+    placed = gate_lib.gate_runs("dense", "tiny", {}, placement="switch+model.moe_stacks=encoder")
+    label = "d_ff x8 at encoder layer 1"
+    assert list(placed) == [gate_lib.STANDARD, gate_lib.WIDE, label]
+    assert dict(placed[label].overrides)["moe.hidden_dim"] == 8 * 256
+    assert len(gate_lib.gate_runs("dense", "tiny", {}, "switch+model.moe_every=1")) == 2  # all
+    with pytest.raises(ConfigError, match="must be a dense model"):
+        gate_lib.gate_runs("switch", "tiny", {})
+    plan = gate_lib.plan("dense", size="tiny_lm", seed=0, cache="/nonexistent", common={},
+                         placement="switch")
+    assert plan.placement == "decoder layers 1, 3" and len(plan.tasks) == 3
+    assert plan.tasks[-1].run.label == gate_lib.STANDARD          # the wide ones first
     key = gate_lib.regime_key('{"b": 1, "a": [2]}')
     assert key == gate_lib.regime_key('{"a": [2], "b": 1}') != gate_lib.regime_key('{"a": 1}')
 
@@ -332,8 +367,71 @@ def test_loss_free_stability_upcycle_routing_verdicts():
 @pytest.mark.parametrize("name", recipes.RECIPES)
 def test_every_recipes_gate_backbone_builds(name):
     """The gate's two configs validate at tiny size (a spec's 'none' stays a string where the
-    field is one, e.g. model.moe_layout=none)."""
+    field is one, e.g. model.moe_layout=none), and at the size the recipe runs its placement
+    makes sparse exactly the FFNs its MoE arms do."""
     recipe = recipes.load(name)
     plan = gate_lib.plan(recipe.gate_backbone, size="tiny", seed=0, cache="/nonexistent",
                          common={})
     assert [t.config.model.moe_layout for t in plan.tasks] == ["none", "none"]   # dense
+    size = recipe_lib.config_size(recipe, "tiny")
+    placement = set(_sparse_ffns(runs_lib.load_config(recipe.gate_placement, size)))
+    arms = [runs_lib.load_config(a.spec, size, dict(a.overrides)) for a in recipe.arms(size)]
+    layouts = {frozenset(_sparse_ffns(c)) for c in arms if c.model.moe_layout != "none"}
+    assert layouts == {frozenset(placement)} and placement
+
+
+def _sparse_ffns(config):
+    """The FFNs a config makes sparse (or dense at an MoE's width, moe_as_dense), by position."""
+    from moejax.models.config import ModelConfig, ffn_pattern
+    model = ModelConfig.from_dict({**dict(config.model.items()), "vocab_size": 256,
+                                   "moe": dict(config.moe.items())})
+    return [(stack, i) for stack, depth in model.stack_depths().items()
+            for i, kind in enumerate(ffn_pattern(model, depth, stack)) if kind == "moe"]
+
+
+def test_the_placement_run_differs_from_the_standard_only_in_the_widened_ffns():
+    """Common random numbers: at micro size, the initial weights of the gate's placement run
+    equal the standard run's layer by layer, except the FFNs at the placement, 8× as wide."""
+    from flax import nnx
+    from moejax.data import make_tokenizer
+    from moejax.models import init_model
+    from moejax.train.config import resolve
+    plan = gate_lib.plan("dense", size="tiny", seed=0, cache="/nonexistent",
+                         common=dict(recipe_lib.SMOKE), placement="switch+model.moe_stacks=encoder")
+    layers = {}
+    for task in plan.tasks:
+        if task.run.label == gate_lib.WIDE:
+            continue
+        model = init_model(resolve(task.config, make_tokenizer(task.config.data).vocab_size), 0)
+        layers[task.run.label] = _per_layer(nnx.to_flat_state(nnx.state(model, nnx.Param)))
+    standard, placed = layers.pop(gate_lib.STANDARD), layers.popitem()[1]
+    assert standard.keys() == placed.keys() and ("encoder", 1, "ffn/wo") in standard
+    d_ff = plan.tasks[-1].config.model.d_ff
+    for key, weight in standard.items():
+        if key[:2] == ("encoder", 1) and key[2].startswith("ffn/"):
+            assert placed[key].shape[-1 if key[2] != "ffn/wo" else 0] == 8 * d_ff
+        else:
+            np.testing.assert_array_equal(weight, placed[key], err_msg=str(key))
+
+
+def _per_layer(flat):
+    """{(stack, layer, field): weight} from an nnx state whose repeated layers are stacked
+    in segments: <stack>/segments/<s>/blocks/layers/<position>/<field> of shape [repeats, ...]
+    (layer order: segment, then repeat, then position within the repeated block)."""
+    by_place = {}
+    for path, variable in flat:
+        path = [str(p) for p in path]
+        if "segments" not in path:
+            by_place["/".join(path)] = np.asarray(variable.get_value())
+            continue
+        at = path.index("segments")
+        stack, segment, position = "/".join(path[:at]), int(path[at + 1]), int(path[at + 4])
+        for repeat, weight in enumerate(np.asarray(variable.get_value())):
+            by_place.setdefault((stack, segment, repeat, position), {})["/".join(
+                path[at + 5:])] = weight
+    layers = {(k,): v for k, v in by_place.items() if isinstance(k, str)}
+    count = {}
+    for place in sorted(k for k in by_place if isinstance(k, tuple)):
+        index = count[place[0]] = count.get(place[0], -1) + 1
+        layers.update({(place[0], index, field): w for field, w in by_place[place].items()})
+    return layers

@@ -112,7 +112,7 @@ RECIPE = Recipe(
           "routing is faster than top-2 at every capacity factor, and Switch at cf 1.0-1.25 "
           "gives the best quality for its speed (cf 1.0: −1.561 at 1000 examples/s vs top-2 "
           "cf 2.0: −1.547 at 840).",
-    arms=arms, judge=judge, tiny_steps=1200, gate_backbone="dense",
+    arms=arms, judge=judge, tiny_steps=1200, gate_backbone="dense", gate_placement="switch",
     timed=True, sizes=ON_TINY_LM,
     tiny_minutes=(120, "2026-12-02, the gate included (40 of them, beside a test run); the 18 "
                        "timed arms took 80 one at a time on an otherwise idle machine"))

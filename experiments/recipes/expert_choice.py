@@ -87,6 +87,6 @@ RECIPE = Recipe(
     claim="expert choice with capacity factor 2 reaches GShard top-2's perplexity in under "
           "half the training steps, with perfectly balanced experts and a variable number of "
           "experts per token; each GShard step is 20% slower.",
-    arms=arms, judge=judge, tiny_steps=1200, gate_backbone="dense",
+    arms=arms, judge=judge, tiny_steps=1200, gate_backbone="dense", gate_placement="expert_choice",
     tiny_minutes=(76, "2026-12-02, one run at a time beside another recipe and a test suite, "
                       "the gate cached; an estimated 25 two at a time alone"))

@@ -7,6 +7,14 @@ with the recipe's first seed and common random numbers:
 
   width gain            final validation loss of the standard dense model minus that of the
                         same model with WIDTH_FACTOR× wider FFNs. Passing: >= MIN_WIDTH_GAIN.
+  placement gain        where the recipe's arms put experts in only some FFNs (a placement:
+                        every other layer, or the encoder alone), the same with only those
+                        FFNs WIDTH_FACTOR× wider: what extra capacity at the experts' places
+                        can buy. Then it is the width gain that must pass. In the tiny T5 with
+                        experts in the encoder's second FFN (one of four), 8× that FFN gains
+                        0.009 nats in 1200 steps against 0.051 for all four (docs/RESULTS.md):
+                        a regime where widening every FFN helps can still be one where the
+                        arms' experts cannot.
   encoder information   (encoder-decoder backbones) the standard dense model's validation loss
                         with encoders shuffled across the batch minus its plain loss. Passing:
                         >= MIN_ENCODER_INFORMATION already at the evaluation nearest half the
@@ -17,8 +25,9 @@ with the recipe's first seed and common random numbers:
                         to after 1000), so a regime where the dense model starts late measures
                         when arms start, not what their FFNs add.
 
-Both runs live in a cache keyed by the standard run's whole config (backbone, size, data,
-budget, seed): recipes that share a regime train them once. The cache is
+The runs live in a cache keyed by the standard run's whole config (backbone, size, data,
+budget, seed): recipes that share a regime train them once (the placement's run is named by the
+FFNs it widens, so recipes with different placements share the other two). The cache is
 $MOEJAX_GATE_CACHE, else ~/.cache/moejax/gate.
 """
 
@@ -28,11 +37,16 @@ import dataclasses
 import hashlib
 import json
 import os
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import ml_collections
 
 from experiments.recipes import runs as runs_lib
 from experiments.recipes import summary as summary_lib
 from experiments.recipes.runs import Run
+from moejax.config import MoeConfig
+from moejax.errors import check
+from moejax.models.config import ModelConfig, moe_layer_names
 
 WIDTH_FACTOR = 8
 MIN_WIDTH_GAIN = 0.05            # nats per token
@@ -53,10 +67,17 @@ class Gate:
     encoder_decoder: bool
     directory: str = ""                           # where its runs are
     encoder_information_midway: Optional[float] = None   # at the evaluation nearest half-way
+    placement: str = ""                           # the arms' sparse FFNs ('' : every FFN)
+    placement_gain: Optional[float] = None        # 8× only those FFNs
+
+    @property
+    def judged_gain(self) -> Optional[float]:
+        """The width gain that must pass: at the arms' placement where they have one."""
+        return self.placement_gain if self.placement else self.width_gain
 
     @property
     def width_passed(self) -> bool:
-        return self.width_gain is not None and self.width_gain >= MIN_WIDTH_GAIN
+        return self.judged_gain is not None and self.judged_gain >= MIN_WIDTH_GAIN
 
     @property
     def encoder_passed(self) -> bool:
@@ -69,12 +90,18 @@ class Gate:
         return self.width_passed and self.encoder_passed
 
     def text(self) -> str:
-        """'width gain (8× d_ff) 0.012 nats (needs >= 0.05), encoder information 0.036 nats at
+        """'width gain (8× d_ff) 0.051 nats in every FFN and 0.009 nats in the arms' sparse
+        FFNs alone (encoder layer 1) (needs >= 0.05 there), encoder information 0.036 nats at
         the end and 0.020 half-way (needs >= 0.3 at both)': the figures against thresholds."""
         def shown(value):
             return "not measured" if value is None else f"{value:.3f} nats"
-        parts = [f"width gain ({WIDTH_FACTOR}× d_ff) {shown(self.width_gain)} (needs >= "
-                 f"{MIN_WIDTH_GAIN})"]
+        width = f"width gain ({WIDTH_FACTOR}× d_ff) {shown(self.width_gain)}"
+        if self.placement:
+            width += (f" in every FFN and {shown(self.placement_gain)} in the arms' sparse "
+                      f"FFNs alone ({self.placement}) (needs >= {MIN_WIDTH_GAIN} there)")
+        else:
+            width += f" (needs >= {MIN_WIDTH_GAIN})"
+        parts = [width]
         if self.encoder_decoder:
             parts.append(f"encoder information {shown(self.encoder_information)} at the end "
                          f"and {shown(self.encoder_information_midway)} half-way (needs >= "
@@ -88,18 +115,68 @@ class Gate:
 
 
 STANDARD, WIDE = "standard", f"d_ff x{WIDTH_FACTOR}"
+# the model fields that say which FFNs are sparse (models/config.py: ffn_pattern)
+LAYOUT_FIELDS = ("moe_layout", "moe_every", "num_moe_layers", "moe_layer_list", "moe_stacks")
 
 
-def gate_runs(backbone: str, size: str, common: Mapping[str, Any]) -> Dict[str, Run]:
+def sparse_ffns(config: ml_collections.ConfigDict) -> Tuple[str, ...]:
+    """The FFNs a config makes sparse, by name ('encoder layer 1', ...), and () if it makes
+    every FFN sparse, as if it had none: then the width gain is already the placement's."""
+    model = ModelConfig.from_dict({**dict(config.model.items()), "vocab_size": 256,
+                                   "moe_as_dense": False, "moe": MoeConfig.from_dict(config.moe)})
+    names = moe_layer_names(model)
+    return () if len(names) == sum(model.stack_depths().values()) else tuple(names)
+
+
+def describe_ffns(names: Sequence[str]) -> str:
+    """('decoder layer 1', 'decoder layer 3') -> 'decoder layers 1, 3'."""
+    stacks: Dict[str, list] = {}
+    for name in names:
+        stack, _, index = name.rpartition(" layer ")
+        stacks.setdefault(stack, []).append(index)
+    return "; ".join(f"{stack} layer{'s' if len(i) > 1 else ''} {', '.join(i)}"
+                     for stack, i in stacks.items())
+
+
+def placement_overrides(standard: ml_collections.ConfigDict,
+                        placement: ml_collections.ConfigDict) -> Tuple[Tuple[str, Any], ...]:
+    """Overrides that make the standard dense model's FFNs at the placement's sparse places
+    WIDTH_FACTOR× wider and leave every other FFN as it is: the placement's layout with
+    model.moe_as_dense (each such FFN a dense FFN of the moe section's active width, made like
+    the model's own FFNs) and a one-expert top-1 moe section of that width with the model's
+    activation. The other weights draw the same random numbers as the standard model's."""
+    width = WIDTH_FACTOR * standard.model.d_ff
+    one_ffn = dict(dataclasses.asdict(MoeConfig()), router="top_k", num_experts=1,
+                   num_selected_experts=1, hidden_dim=width,
+                   activation=standard.model.activation)       # every other field its default
+    return tuple((f"model.{field}", placement.model[field]) for field in LAYOUT_FIELDS) + (
+        ("model.moe_as_dense", True), ("model.extra_dense_ffn_after_moe", False),
+        ("model.dense_moe_hybrid", False)) + tuple(
+        (f"moe.{key}", one_ffn[key]) for key in standard.moe.keys() if key in one_ffn)
+
+
+def gate_runs(backbone: str, size: str, common: Mapping[str, Any],
+              placement: str = "") -> Dict[str, Run]:
     """The standard dense run and the one with WIDTH_FACTOR× its d_ff, both logging encoder
-    information if they are encoder-decoders. Their overrides apply after `common` (e.g. a
-    smoke run's micro sizes): the wide run is always WIDTH_FACTOR× the standard one."""
+    information if they are encoder-decoders, and, given a placement (a spec whose layout
+    makes sparse the FFNs the arms do) that leaves some FFNs dense, the run with only those
+    FFNs WIDTH_FACTOR× wider. Their overrides apply after `common` (e.g. a smoke run's micro
+    sizes): the wide runs are always WIDTH_FACTOR× the standard one."""
     config = runs_lib.load_config(backbone, size, common)
+    check(config.model.moe_layout == "none",
+          f"the validity gate's backbone {backbone!r} must be a dense model "
+          f"(model.moe_layout='none', not {config.model.moe_layout!r})")
     extra = (("train.eval_encoder_information", True),) if (
         config.model.arch == "encoder_decoder") else ()
     wide = (("model.d_ff", WIDTH_FACTOR * config.model.d_ff),)
-    return {STANDARD: Run(STANDARD, backbone, overrides=extra),
-            WIDE: Run(WIDE, backbone, overrides=extra + wide)}
+    specs = {STANDARD: Run(STANDARD, backbone, overrides=extra),
+             WIDE: Run(WIDE, backbone, overrides=extra + wide)}
+    names = sparse_ffns(runs_lib.load_config(placement, size, common)) if placement else ()
+    if names:
+        label = f"{WIDE} at {describe_ffns(names)}"
+        specs[label] = Run(label, backbone, overrides=extra + placement_overrides(
+            config, runs_lib.load_config(placement, size, common)))
+    return specs
 
 
 # Config fields added since gate caches were first written: at these defaults they stay out of
@@ -133,22 +210,26 @@ def regime_key(config_json: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class GatePlan:
-    """The gate's two training tasks at one regime, and how to read its figures after."""
+    """The gate's training tasks at one regime, and how to read its figures after."""
     backbone: str
     directory: str
     tasks: Tuple[runs_lib.Task, ...]
     encoder_decoder: bool
+    placement: str = ""                   # the FFNs its third run widens ('': no third run)
 
     def read(self) -> Gate:
-        wide, standard = (summary_lib.read_run(t.run_dir) for t in self.tasks)
-        return from_runs(self.backbone, standard, wide, self.encoder_decoder, self.directory)
+        result = {t.run.label: summary_lib.read_run(t.run_dir) for t in self.tasks}
+        placed = next((r for label, r in result.items() if label not in (STANDARD, WIDE)),
+                      None)
+        return from_runs(self.backbone, result[STANDARD], result[WIDE], self.encoder_decoder,
+                         self.directory, placed, self.placement)
 
 
 def plan(backbone: str, *, size: str, seed: int, common: Mapping[str, Any],
-         cache: Optional[str] = None) -> GatePlan:
+         cache: Optional[str] = None, placement: str = "") -> GatePlan:
     """The gate's runs for a regime (validated; trained by runs.execute, once per regime: a
-    finished run in the cache is not trained again)."""
-    specs = gate_runs(backbone, size, common)
+    finished run in the cache is not trained again). placement: see gate_runs."""
+    specs = gate_runs(backbone, size, common, placement)
     configs = {}
     for label, run in specs.items():         # the gate's overrides after the common ones
         configs.update(runs_lib.build_configs([Run(label, backbone)], size=size, seeds=[seed],
@@ -156,22 +237,27 @@ def plan(backbone: str, *, size: str, seed: int, common: Mapping[str, Any],
     standard_config = configs[STANDARD, seed]
     directory = os.path.join(cache or default_cache(),
                              regime_key(standard_config.to_json_best_effort(sort_keys=True)))
-    # the wide run first: it takes longest
+    # the wide runs first: they take longest
+    order = [WIDE] + [label for label in specs if label not in (STANDARD, WIDE)] + [STANDARD]
     tasks = tuple(runs_lib.Task(specs[label], configs[label, seed],
                                 runs_lib.run_directory(directory, specs[label], seed), size,
-                                seed, "[gate] ") for label in (WIDE, STANDARD))
-    return GatePlan(backbone, directory, tasks,
-                    standard_config.model.arch == "encoder_decoder")
+                                seed, "[gate] ") for label in order)
+    placed = order[1:-1]
+    return GatePlan(backbone, directory, tasks, standard_config.model.arch == "encoder_decoder",
+                    placed[0][len(WIDE) + len(" at "):] if placed else "")
 
 
 def from_runs(backbone: str, standard: summary_lib.RunResult, wide: summary_lib.RunResult,
-              encoder_decoder: bool, directory: str = "") -> Gate:
-    """The gate's figures from its two finished runs (a diverged run measures nothing)."""
-    ok = lambda r: not r.diverged and r.final_loss is not None
-    width_gain = (standard.final_loss - wide.final_loss) if ok(standard) and ok(wide) else None
+              encoder_decoder: bool, directory: str = "",
+              placed: Optional[summary_lib.RunResult] = None, placement: str = "") -> Gate:
+    """The gate's figures from its finished runs (a diverged run measures nothing); placed:
+    the run with only the FFNs of `placement` wider, if the arms have one."""
+    ok = lambda r: r is not None and not r.diverged and r.final_loss is not None
+    gain = lambda r: standard.final_loss - r.final_loss if ok(standard) and ok(r) else None
     information = standard.encoder_information if ok(standard) and encoder_decoder else None
     midway = None
     if information is not None and standard.encoder_curve:
         half = standard.encoder_curve[-1][0] / 2
         midway = min(standard.encoder_curve, key=lambda point: abs(point[0] - half))[1]
-    return Gate(backbone, width_gain, information, encoder_decoder, directory, midway)
+    return Gate(backbone, gain(wide), information, encoder_decoder, directory, midway,
+                placement, gain(placed) if placement else None)

@@ -57,5 +57,6 @@ RECIPE = Recipe(
           "an auxiliary loss, without its gradient interference: on a 1B model, max violation "
           "0.04 vs 0.72 at slightly better perplexity (9.50 vs 9.56).",
     arms=arms, judge=judge, tiny_steps=1000, gate_backbone="deepseek_v3+model.moe_layout=none",
+    gate_placement="deepseek_v3",
     tiny_minutes=(96, "2026-11-30, the gate included (76 of them), sharing the cores with the "
                       "test suite; about 35 without the gate on an idle machine"))

@@ -89,6 +89,7 @@ RECIPE = Recipe(
           "router to float32 (selective precision) keeps float32 quality at bfloat16 speed; "
           "initialising weights at 0.1× the default scale gives better and more consistent "
           "quality than 1.0×.",
-    arms=arms, judge=judge, tiny_steps=1200, gate_backbone="dense", sizes=ON_TINY_LM,
+    arms=arms, judge=judge, tiny_steps=1200, gate_backbone="dense", gate_placement="switch",
+    sizes=ON_TINY_LM,
     tiny_minutes=(114, "2026-12-01, the gate included, two runs at a time, sharing the cores "
                        "with TPU compiles and tests all along"))

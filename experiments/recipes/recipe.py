@@ -72,6 +72,9 @@ class Recipe:
     tiny_steps: int
     # the standard dense model of the arms' backbone, a spec; the validity gate measures there
     gate_backbone: str
+    # a spec whose layout makes sparse the FFNs the arms do (their experts' places); where it
+    # leaves some FFNs dense, the gate's width gain is measured at those places alone
+    gate_placement: str = ""
     seeds: Tuple[int, ...] = (0, 1, 2)
     common: Tuple[Tuple[str, Any], ...] = ()     # overrides for every arm
     # A recipe that is more than independent runs (upcycling) trains its arms itself:
@@ -133,7 +136,7 @@ def run_recipe(recipe: Recipe, workdir: str, *, size: str = "tiny", steps: Optio
     tasks, directories = ([], {}) if recipe.train is not None else runs.plan_runs(
         arms, workdir, size=size, seeds=seeds, common=common)
     gate_plan = gate_lib.plan(recipe.gate_backbone, size=size, seed=seeds[0], common=common,
-                              cache=gate_cache) if gate else None
+                              cache=gate_cache, placement=recipe.gate_placement) if gate else None
     if gate_plan is not None:
         log(f"validity gate: {recipe.gate_backbone} -> {gate_plan.directory}")
     gate_tasks = list(gate_plan.tasks) if gate_plan else []

@@ -79,4 +79,5 @@ RECIPE = Recipe(
           "Lewis et al. 2021 and Clark et al. 2022 (BASE, S-BASE); Jordan & Jacobs 1994 (HME)",
     claim="each paper reports its sparse model beating a dense model of the same per-token "
           "compute; side by side on one backbone, every family should beat the dense baseline.",
-    arms=arms, judge=judge, tiny_steps=1200, gate_backbone="dense")
+    arms=arms, judge=judge, tiny_steps=1200, gate_backbone="dense",
+    gate_placement=BACKBONE)

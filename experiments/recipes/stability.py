@@ -73,5 +73,6 @@ RECIPE = Recipe(
           "stable runs at −1.741 against 4/6 at −1.755 without it, under an aggressive "
           "setting; it keeps the router logits small.",
     arms=arms, judge=judge, tiny_steps=1200, gate_backbone="st_moe+model.moe_layout=none",
+    gate_placement="st_moe",
     sizes=ON_TINY_LM, tiny_minutes=(104, "2026-12-01, the gate included (97 of them), sharing "
                                          "the cores with the test suite"))

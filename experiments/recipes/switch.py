@@ -93,4 +93,5 @@ RECIPE = Recipe(
     claim="at equal FLOPs per token, Switch (top-1) models reach the dense T5 model's quality "
           "in fewer steps, and the speed-up grows with the number of experts: 7.5× at 64 "
           "experts for Switch-Base, gains from as few as 2 experts.",
-    arms=arms, judge=judge, tiny_steps=1200, gate_backbone=GATE_BACKBONE, sizes=ON_TINY_LM)
+    arms=arms, judge=judge, tiny_steps=1200, gate_backbone=GATE_BACKBONE,
+    gate_placement="switch", sizes=ON_TINY_LM)

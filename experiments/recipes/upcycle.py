@@ -129,7 +129,7 @@ RECIPE = Recipe(
     claim="initialising an MoE from a dense checkpoint (experts as copies of the dense MLP, "
           "fresh router) and training on beats continuing to train the dense model for the "
           "same extra compute, and beats an MoE trained from scratch on a limited budget.",
-    arms=arms, judge=judge, tiny_steps=1200, train=train, gate_backbone="dense",
+    arms=arms, judge=judge, tiny_steps=1200, train=train, gate_backbone="dense", gate_placement=MOE,
     sizes=ON_TINY_LM, tiny_minutes=(116, "2026-12-02, the gate cached, sharing the cores with "
                                          "another recipe and a test suite; an estimated 55 "
                                          "alone"))
