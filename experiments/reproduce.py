@@ -25,11 +25,13 @@ works: each arm compiles its own micro model, so a few minutes on 2 cores; no ve
 are kept.
 
 Before judging quality, each recipe runs the validity gate (experiments/recipes/gate.py) at
-its backbone and budget: a dense model against one with 8x wider FFNs (the width gain must be
->= 0.05 nats) and, for encoder-decoders, the loss with encoders shuffled across the batch
-(the encoder information must be >= 0.3 nats half-way and at the end). Where it fails,
-quality claims read "not testable at this budget". Quality claims are judged on paired 95%
-intervals over seeds.
+its backbone and budget: a dense model against one with 8x wider FFNs, and against one with
+only the FFNs the recipe's arms make sparse 8x wider (that width gain must be >= 0.05 nats),
+and, for encoder-decoders, the loss with encoders shuffled across the batch (the encoder
+information must be >= 0.3 nats half-way and at the end). Where it fails, quality claims read
+"not testable at this budget". --gate_only runs the gate alone and prints its figures (no
+--workdir needed): whether a recipe can tell, before hours on its arms. Quality claims are
+judged on paired 95% intervals over seeds.
 WORKDIR/report.md holds the tables, the plots and a verdict line (held / did not hold /
 inconclusive / not testable at this budget, and why); WORKDIR/verdict.json the same as data.
 """
@@ -41,7 +43,7 @@ from absl import flags, logging
 
 from experiments import cli
 from experiments.recipes import RECIPES, load, runs
-from experiments.recipes.recipe import describe, run_recipe
+from experiments.recipes.recipe import describe, gate_section, run_gate, run_recipe
 from moejax.errors import ConfigError
 
 _PAPER = flags.DEFINE_enum("paper", None, RECIPES + ("list",), "Which reproduction to run.")
@@ -51,9 +53,12 @@ _STEPS = flags.DEFINE_integer("steps", None, "Training steps per arm (default: t
 _SEEDS = flags.DEFINE_list("seeds", None, "Seeds (default: the recipe's).")
 _SMOKE = flags.DEFINE_bool("smoke", False, "Micro models, a few steps: checks the recipe runs "
                            "(no verdict).")
-_GATE = flags.DEFINE_bool("gate", True, "Run the validity gate (a dense model and one with 8x "
-                          "wider FFNs at the recipe's budget) before judging quality claims; "
-                          "--nogate judges them unchecked.")
+_GATE = flags.DEFINE_bool("gate", True, "Run the validity gate (a dense model and ones with 8x "
+                          "wider FFNs, all of them and those the arms make sparse, at the "
+                          "recipe's budget) before judging quality claims; --nogate judges "
+                          "them unchecked.")
+_GATE_ONLY = flags.DEFINE_bool("gate_only", False, "Run the validity gate alone, print its "
+                               "figures and whether the recipe's quality claims can be judged.")
 _JOBS = flags.DEFINE_integer("jobs", None, "Runs trained at once, each in its own process "
                              "(default: 2 at tiny size on 2+ cores, else 1).")
 _GATE_CACHE = flags.DEFINE_string("gate_cache", None, "Where the gate's runs are kept, shared "
@@ -74,6 +79,15 @@ def main(argv):
         return
     if _DESCRIBE.value:
         print(describe(load(_PAPER.value), _SIZE.value))
+        return
+    if _GATE_ONLY.value:
+        try:
+            measured = run_gate(load(_PAPER.value), size=_SIZE.value, steps=_STEPS.value,
+                                gate_cache=_GATE_CACHE.value, jobs=_JOBS.value)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(1)
+        print(gate_section(measured, True))
         return
     if not _WORKDIR.value:
         print("error: --workdir is required", file=sys.stderr)

@@ -176,6 +176,21 @@ def run_recipe(recipe: Recipe, workdir: str, *, size: str = "tiny", steps: Optio
     return path, verdict
 
 
+def run_gate(recipe: Recipe, *, size: str = "tiny", steps: Optional[int] = None,
+             seed: Optional[int] = None, gate_cache: Optional[str] = None,
+             jobs: Optional[int] = None, log=print) -> Gate:
+    """The validity gate alone at the recipe's regime (its runs cached like run_recipe's):
+    whether the recipe's quality claims can be judged, before hours on its arms."""
+    size = config_size(recipe, size)
+    gate_plan = gate_lib.plan(recipe.gate_backbone, size=size,
+                              seed=recipe.seeds[0] if seed is None else seed,
+                              common=overrides(recipe, size, steps, False), cache=gate_cache,
+                              placement=recipe.gate_placement)
+    log(f"validity gate of {recipe.name}: {recipe.gate_backbone} -> {gate_plan.directory}")
+    runs.execute(gate_plan.tasks, jobs=runs.auto_jobs(size) if jobs is None else jobs, log=log)
+    return gate_plan.read()
+
+
 def earlier_minutes(workdir: str) -> float:
     """The wall minutes that earlier invocations in `workdir` recorded in verdict.json (0 if
     none): a resumed recipe, or one judged again after its runs finished, records the sum, so
@@ -265,12 +280,15 @@ def describe(recipe: Recipe, size: str) -> str:
     arms = recipe.arms(config_size)
     steps = recipe.tiny_steps if runs.is_tiny(size) else "each config's train.num_steps"
     per_arm = [len(a.seeds or recipe.seeds) for a in arms]
+    gate_runs = len(gate_lib.gate_runs(recipe.gate_backbone, config_size, {},
+                                       recipe.gate_placement))
     lines = [f"{recipe.name}: {recipe.title}", f"paper: {recipe.paper}",
              f"claim: {recipe.claim}",
              f"size: {size}" + (f" (configs at size {config_size})" if config_size != size
                                 else ""),
              f"steps per run: {steps}; seeds: {', '.join(map(str, recipe.seeds))}",
-             f"arms ({sum(per_arm)} runs, plus the validity gate's 2 unless cached):"]
+             f"arms ({sum(per_arm)} runs, plus the validity gate's {gate_runs} unless "
+             f"cached):"]
     lines += [f"  {a.label:28s} {a.spec}" + (f" + {len(a.overrides)} overrides"
                                               if a.overrides else "") for a in arms]
     if recipe.timed:
