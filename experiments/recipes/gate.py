@@ -171,11 +171,11 @@ def gate_runs(backbone: str, size: str, common: Mapping[str, Any],
     wide = (("model.d_ff", WIDTH_FACTOR * config.model.d_ff),)
     specs = {STANDARD: Run(STANDARD, backbone, overrides=extra),
              WIDE: Run(WIDE, backbone, overrides=extra + wide)}
-    names = sparse_ffns(runs_lib.load_config(placement, size, common)) if placement else ()
+    arms = runs_lib.load_config(placement, size, common) if placement else None
+    names = sparse_ffns(arms) if arms is not None else ()
     if names:
         label = f"{WIDE} at {describe_ffns(names)}"
-        specs[label] = Run(label, backbone, overrides=extra + placement_overrides(
-            config, runs_lib.load_config(placement, size, common)))
+        specs[label] = Run(label, backbone, overrides=extra + placement_overrides(config, arms))
     return specs
 
 
