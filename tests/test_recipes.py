@@ -416,7 +416,7 @@ def test_describe_lists_arms_runs_and_size():
     text = recipe_lib.describe(load("switch"), "tiny")
     assert "size: tiny (configs at size tiny_lm)" in text
     assert "steps per run: 1200; seeds: 0, 1, 2" in text
-    assert "arms (15 runs, plus the validity gate's 2 unless cached):" in text
+    assert "arms (15 runs, plus the validity gate's 3 unless cached):" in text
     assert text.count("switch+moe.num_experts=") == 4
 
 
