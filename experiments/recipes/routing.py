@@ -81,6 +81,6 @@ RECIPE = Recipe(
           "compute; side by side on one backbone, every family should beat the dense baseline.",
     arms=arms, judge=judge, tiny_steps=1200, gate_backbone="dense",
     gate_placement=BACKBONE,
-    tiny_minutes=(250, "2026-12-02, over two sessions (13 runs, then 23 from docs/runs), two at "
+    tiny_minutes=(243, "2026-12-02, over two sessions (13 runs, then 23 from docs/runs), two at "
                        "a time beside other jobs most of the time; two at a time alone, a pair "
                        "takes about 8 minutes, so about 2.5 hours with the gate cached"))
