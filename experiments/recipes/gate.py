@@ -10,11 +10,11 @@ with the recipe's first seed and common random numbers:
   placement gain        where the recipe's arms put experts in only some FFNs (a placement:
                         every other layer, or the encoder alone), the same with only those
                         FFNs WIDTH_FACTOR× wider: what extra capacity at the experts' places
-                        can buy. Then it is the width gain that must pass. In the tiny T5 with
-                        experts in the encoder's second FFN (one of four), 8× that FFN gains
-                        0.009 nats in 1200 steps against 0.051 for all four (docs/RESULTS.md):
-                        a regime where widening every FFN helps can still be one where the
-                        arms' experts cannot.
+                        can buy. Then this gain, not the width gain, must reach
+                        MIN_WIDTH_GAIN. In the tiny T5 with experts in the encoder's second
+                        FFN (one of four), 8× that FFN gains 0.009 nats in 1200 steps against
+                        0.051 for all four (docs/RESULTS.md): a regime where widening every
+                        FFN helps can still be one where the arms' experts cannot.
   encoder information   (encoder-decoder backbones) the standard dense model's validation loss
                         with encoders shuffled across the batch minus its plain loss. Passing:
                         >= MIN_ENCODER_INFORMATION already at the evaluation nearest half the
