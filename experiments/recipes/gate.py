@@ -115,6 +115,7 @@ class Gate:
 
 
 STANDARD, WIDE = "standard", f"d_ff x{WIDTH_FACTOR}"
+PLACED = f"{WIDE} at "          # + the FFNs it widens: the label of the placement's run
 # the model fields that say which FFNs are sparse (models/config.py: ffn_pattern)
 LAYOUT_FIELDS = ("moe_layout", "moe_every", "num_moe_layers", "moe_layer_list", "moe_stacks")
 
@@ -174,7 +175,7 @@ def gate_runs(backbone: str, size: str, common: Mapping[str, Any],
     arms = runs_lib.load_config(placement, size, common) if placement else None
     names = sparse_ffns(arms) if arms is not None else ()
     if names:
-        label = f"{WIDE} at {describe_ffns(names)}"
+        label = PLACED + describe_ffns(names)
         specs[label] = Run(label, backbone, overrides=extra + placement_overrides(config, arms))
     return specs
 
@@ -219,10 +220,8 @@ class GatePlan:
 
     def read(self) -> Gate:
         result = {t.run.label: summary_lib.read_run(t.run_dir) for t in self.tasks}
-        placed = next((r for label, r in result.items() if label not in (STANDARD, WIDE)),
-                      None)
         return from_runs(self.backbone, result[STANDARD], result[WIDE], self.encoder_decoder,
-                         self.directory, placed, self.placement)
+                         self.directory, result.get(PLACED + self.placement), self.placement)
 
 
 def plan(backbone: str, *, size: str, seed: int, common: Mapping[str, Any],
@@ -238,13 +237,13 @@ def plan(backbone: str, *, size: str, seed: int, common: Mapping[str, Any],
     directory = os.path.join(cache or default_cache(),
                              regime_key(standard_config.to_json_best_effort(sort_keys=True)))
     # the wide runs first: they take longest
-    order = [WIDE] + [label for label in specs if label not in (STANDARD, WIDE)] + [STANDARD]
+    placed = [label for label in specs if label.startswith(PLACED)]
+    order = [WIDE] + placed + [STANDARD]
     tasks = tuple(runs_lib.Task(specs[label], configs[label, seed],
                                 runs_lib.run_directory(directory, specs[label], seed), size,
                                 seed, "[gate] ") for label in order)
-    placed = order[1:-1]
     return GatePlan(backbone, directory, tasks, standard_config.model.arch == "encoder_decoder",
-                    placed[0][len(WIDE) + len(" at "):] if placed else "")
+                    placed[0][len(PLACED):] if placed else "")
 
 
 def from_runs(backbone: str, standard: summary_lib.RunResult, wide: summary_lib.RunResult,
