@@ -9,7 +9,7 @@ from flax import nnx
 
 from moejax.models import ModelConfig, build_model
 from moejax.train.optimizer import make_optimizer
-from moejax.train.step import eval_step, shuffle_encoder, train_step
+from moejax.train.step import SHUFFLED_ENCODER, eval_step, shuffle_encoder, train_step
 
 VOCAB, LENGTH, BATCH = 12, 8, 32
 
@@ -49,7 +49,7 @@ def _information(model, copy: bool) -> float:
     for _ in range(4):
         batch = _batch(rng, copy)
         plain = float(eval_step(model, batch, 0.0)[0]["cross_entropy"])
-        shuffled = float(eval_step(model, batch, 0.0, True)[0]["cross_entropy"])
+        shuffled = float(eval_step(model, batch, 0.0, SHUFFLED_ENCODER)[0]["cross_entropy"])
         gaps.append(shuffled - plain)
     return float(np.mean(gaps))
 

@@ -191,7 +191,8 @@ ADDED_FIELDS = {("model", "remat"): "none", ("train", "grad_accum_steps"): 1,
                 ("model", "qk_nope_head_dim"): 128, ("model", "qk_rope_head_dim"): 64,
                 ("model", "v_head_dim"): 128, ("model", "qkv_bias"): False,
                 ("model", "qk_norm"): "none", ("model", "norm_eps"): 1e-6,
-                ("model", "dense_moe_hybrid"): False, ("moe", "shared_expert_gate"): False}
+                ("model", "dense_moe_hybrid"): False, ("moe", "shared_expert_gate"): False,
+                ("train", "eval_future_information"): False}
 ADDED_SECTIONS = ("logging",)          # dropped from the key too once all their fields are
 
 

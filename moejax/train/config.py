@@ -61,6 +61,10 @@ def base_config() -> ml_collections.ConfigDict:
         # encoder-decoder: evaluate also with encoders shuffled across the batch and log
         # encoder_information (nats per target token read from the encoder); doubles eval time
         eval_encoder_information=False,
+        # decoder-only: evaluate each row's first half also with another row's second half and
+        # log future_information (nats per token earlier predictions take from later tokens:
+        # 0 for a causal model; routing that sees the whole sequence can leak); triples eval
+        eval_future_information=False,
         # "START:END": a jax.profiler trace of those steps in WORKDIR/profile (train/profile.py)
         profile_steps=""))
     # an optional Weights & Biases writer beside metrics.jsonl and TensorBoard (wandb_log.py)

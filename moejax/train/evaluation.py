@@ -1,5 +1,6 @@
 """Evaluation: token-weighted cross-entropy and accuracy over a split, the MoE layers' metrics,
-and (encoder-decoders) how much the decoder reads its encoder. Used by the trainer at every
+(encoder-decoders) how much the decoder reads its encoder, and (decoder-only models) how much
+earlier predictions take from later tokens. Used by the trainer at every
 evaluation and by experiments/evaluate.py on any checkpoint.
 """
 
@@ -13,7 +14,7 @@ from jax.experimental import multihost_utils
 
 from moejax.data import make_pipeline
 from moejax.parallel import global_batch
-from moejax.train.step import eval_step
+from moejax.train.step import FIRST_HALF, SHUFFLED_ENCODER, SHUFFLED_FUTURE, eval_step
 
 
 def evaluate(model, config, z_loss: float, mesh, split: Optional[str] = None
@@ -27,6 +28,14 @@ def evaluate(model, config, z_loss: float, mesh, split: Optional[str] = None
     encoder_information = that minus cross_entropy: the nats per target token the model takes
     from its encoder (about 0 for a model that ignores it).
 
+    With train.eval_future_information (decoder-only models), also the cross-entropy of each
+    row's first half with its own second half (cross_entropy_first_half) and with another
+    row's (`step.split_future`), and future_information = the second minus the first: the nats
+    per token that predictions take from later tokens of their row. Exactly 0 for a causal
+    model; a router that sees the whole sequence (expert choice, Soft MoE, BASE, run in a
+    causal decoder with moe.allow_non_causal_routing) can leak the future into the past, and
+    this measures how much a trained model does.
+
     With several processes all of them run the same steps (each is a collective): a process
     whose share of the split has run out feeds empty batches, which weigh nothing, until every
     process has run out.
@@ -38,8 +47,11 @@ def evaluate(model, config, z_loss: float, mesh, split: Optional[str] = None
                              process_count=jax.process_count(), num_epochs=1)
     shuffled = bool(config.train.eval_encoder_information
                     and config.model.arch == "encoder_decoder")
+    future = bool(config.train.eval_future_information
+                  and config.model.arch != "encoder_decoder")
     sums = {"cross_entropy": 0.0, "accuracy": 0.0}
     shuffled_total, weight, moe = 0.0, 0.0, []
+    halves = {FIRST_HALF: 0.0, SHUFFLED_FUTURE: 0.0, "weight": 0.0}
     for _ in range(config.train.eval_batches):
         batch = next(pipeline, None)
         have = np.array([batch is not None], np.int32)
@@ -56,13 +68,23 @@ def evaluate(model, config, z_loss: float, mesh, split: Optional[str] = None
         weight += float(w)
         moe.append(metrics)
         if shuffled:
-            shuffled_ce = eval_step(model, batch, z_loss, True)[0]["cross_entropy"]
+            shuffled_ce = eval_step(model, batch, z_loss, SHUFFLED_ENCODER)[0]["cross_entropy"]
             shuffled_total += float(shuffled_ce) * float(w)
+        if future:
+            for variant in (FIRST_HALF, SHUFFLED_FUTURE):
+                means, half_weight, _ = eval_step(model, batch, z_loss, variant)
+                halves[variant] += float(means["cross_entropy"]) * float(half_weight)
+            halves["weight"] += float(half_weight)
     result = {key: total / max(weight, 1.0) for key, total in sums.items()}
     if shuffled:
         result["cross_entropy_shuffled_encoder"] = shuffled_total / max(weight, 1.0)
         result["encoder_information"] = (result["cross_entropy_shuffled_encoder"]
                                          - result["cross_entropy"])
+    if future:
+        first, later = (halves[v] / max(halves["weight"], 1.0)
+                        for v in (FIRST_HALF, SHUFFLED_FUTURE))
+        result.update(cross_entropy_first_half=first, cross_entropy_shuffled_future=later,
+                      future_information=later - first)
     if moe and moe[0]:
         result.update({k: np.mean([m[k] for m in moe], axis=0) for k in moe[0]})
     return result

@@ -126,15 +126,45 @@ def shuffle_encoder(batch: Mapping[str, jax.Array]) -> Dict[str, jax.Array]:
     return {k: jnp.roll(v, 1, axis=0) if k in ENCODER_FEATURES else v for k, v in batch.items()}
 
 
+# a decoder-only row's inputs: what split_future takes from another row in the second half
+FUTURE_FEATURES = ("inputs", "segment_ids", "positions")
+
+
+def split_future(batch: Mapping[str, jax.Array], shuffled: bool) -> Dict[str, jax.Array]:
+    """A decoder-only batch [B, L] whose loss counts each row's first half alone (positions
+    < L // 2), its second half's inputs (tokens, segments, positions) kept or, if shuffled,
+    taken from the row before it (a cyclic shift along the batch). Targets stay the row's own,
+    so both versions score the same tokens from the same earlier inputs: a causal model gives
+    them the same loss exactly, and a router that sees the whole sequence (expert choice, Soft
+    MoE, BASE) lets later tokens change earlier predictions (future information,
+    evaluation.evaluate)."""
+    length = batch["inputs"].shape[1]
+    later = jnp.arange(length) >= length // 2                                 # [L]
+    out = dict(batch)
+    out["loss_mask"] = jnp.where(later, jnp.zeros_like(batch["loss_mask"]), batch["loss_mask"])
+    if shuffled:
+        for key in FUTURE_FEATURES:
+            out[key] = jnp.where(later, jnp.roll(batch[key], 1, axis=0), batch[key])
+    return out
+
+
+PLAIN, SHUFFLED_ENCODER = "plain", "shuffled_encoder"
+FIRST_HALF, SHUFFLED_FUTURE = "first_half", "shuffled_future"
+VARIANTS = {PLAIN: lambda b: b, SHUFFLED_ENCODER: shuffle_encoder,
+            FIRST_HALF: lambda b: split_future(b, shuffled=False),
+            SHUFFLED_FUTURE: lambda b: split_future(b, shuffled=True)}
+
+
 @nnx.jit(static_argnums=(2, 3))
-def eval_step(model: nnx.Module, batch, z_loss: float, shuffled_encoder: bool = False):
+def eval_step(model: nnx.Module, batch, z_loss: float, variant: str = PLAIN):
     """A batch with the eval capacity factor and no dropout/noise: ({cross_entropy, accuracy}
     as the batch's token means, the batch's loss weight, MoE metrics).
 
-    shuffled_encoder: each row's decoder reads another row's encoder (`shuffle_encoder`).
+    variant: PLAIN; SHUFFLED_ENCODER, each row's decoder reads another row's encoder
+    (`shuffle_encoder`); FIRST_HALF and SHUFFLED_FUTURE, a decoder-only model's loss on each
+    row's first half with its own second half and with another row's (`split_future`).
     """
-    if shuffled_encoder:
-        batch = shuffle_encoder(batch)
+    batch = VARIANTS[variant](batch)
     logits, targets, weights, stats = model_outputs(model, batch, deterministic=True)
     _, parts = total_loss(logits, targets, weights, stats, z_loss)
     means = {"cross_entropy": parts["cross_entropy"],
