@@ -253,11 +253,12 @@ def test_every_recipe_arm_builds_and_traces(name, data_dir, monkeypatch):
     """Every arm of the recipes not run end to end, and its gate's backbone, at the smoke
     run's micro sizes: the config validates and its whole training step traces and lowers
     (what a smoke run would compile). The T5 papers' recipes whose families are causal run at
-    tiny_lm; expert choice and the routing comparison stay on the encoder-decoder."""
+    tiny_lm, and expert choice with its future information logged; the routing comparison
+    stays on the encoder-decoder."""
     from experiments.benchmarks import train_setup
     rec = load(name)
     size = recipe_lib.config_size(rec, "tiny")
-    assert size == ("tiny" if name in ("expert_choice", "routing") else "tiny_lm")
+    assert size == ("tiny" if name == "routing" else "tiny_lm")
     common = {**recipe_lib.overrides(rec, size, None, smoke=True), "data.data_dir": data_dir}
     arms = rec.arms(size) + [runs.Run("gate", rec.gate_backbone)]
     configs = runs.build_configs(arms, size=size, seeds=[0], common=common)

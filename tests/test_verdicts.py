@@ -303,23 +303,36 @@ def test_expert_choice_verdict():
     top2 = _arm(ec.TOP2, DENSE)
     top1 = _arm(ec.TOP1, [x + 0.2 for x in DENSE])
 
-    def ec_arm(at_100):
-        """Expert choice whose loss at step 100 (half of top-2's 200) is at_100[i]."""
-        return summary.Summary(ec.EC, [_run(x - 0.5, i, curve=[(0, 6.0), (100, x), (200, x - 0.5)])
-                                       for i, x in enumerate(at_100)])
+    def ec_arm(at_100, future=(0.002, 0.0, 0.009), encoder_decoder=False):
+        """Expert choice whose loss at step 100 (half of top-2's 200) is at_100[i], in a
+        decoder with future information future[i] (None: not logged)."""
+        return summary.Summary(ec.EC, [_run(x - 0.5, i, curve=[(0, 6.0), (100, x), (200, x - 0.5)],
+                                            future_information=f, encoder_decoder=encoder_decoder)
+                                       for i, (x, f) in enumerate(zip(at_100, future))])
     held = ec.judge([ec_arm([2.6, 2.72, 2.5]), top2, top1], PASSING).verdict
     assert held.outcome == HELD, held.why
+    # in a causal decoder, a seed whose predictions take 0.01 nats or more from later tokens
+    # (or none logged) makes the quality claim untestable: its loss may read the future
+    leaky = ec.judge([ec_arm([2.6, 2.72, 2.5], (0.002, 0.012, 0.0)), top2, top1], PASSING)
+    assert leaky.verdict.outcome == NOT_TESTABLE
+    assert "future information up to 0.0120 nats per token; needs < 0.01" in leaky.verdict.why
+    unlogged = ec.judge([ec_arm([2.6, 2.72, 2.5], (0.0, None, 0.0)), top2, top1], PASSING)
+    assert unlogged.verdict.outcome == NOT_TESTABLE and "not logged" in unlogged.verdict.why
+    # in an encoder (the T5 sizes) expert choice sees no later target: no check
+    encoder = ec_arm([2.6, 2.72, 2.5], (None,) * 3, encoder_decoder=True)
+    assert ec.judge([encoder, top2, top1], PASSING).verdict.outcome == HELD
     assert ec.judge([ec_arm([3.4, 3.5, 3.3]), top2, top1], PASSING).verdict.outcome == NOT_HELD
     close = ec.judge([ec_arm([3.01, 3.08, 2.905]), top2, top1], PASSING).verdict
     assert close.outcome == INCONCLUSIVE
     assert ec.judge([ec_arm([2.6, 2.72, 2.5]), top2, top1], FAILING).verdict.outcome == \
         NOT_TESTABLE
     # the default curve (6 -> 4 -> final): at step 100 expert choice is at 4.0, a nat short
-    slow = ec.judge([_arm(ec.EC, [2.0, 2.1, 1.9]), top2, top1], PASSING).verdict
+    slow = ec.judge([_arm(ec.EC, [2.0, 2.1, 1.9], future_information=0.0), top2, top1],
+                    PASSING).verdict
     assert slow.outcome == NOT_HELD and "+1.0000" in slow.why
     # the step-time ratio comes with the paired interval of tokens/s: d = (200, 100, 300),
     # mean 200, sd 100, half width 4.303 · 100 / √3 = 248.4
-    timed = ec.judge([_arm(ec.EC, [2.0, 2.1, 1.9],
+    timed = ec.judge([_arm(ec.EC, [2.0, 2.1, 1.9], future_information=0.0,
                            per_seed={"tokens_per_second": [1200, 1100, 1300]}),
                       _arm(ec.TOP2, DENSE, per_seed={"tokens_per_second": [1000] * 3}), top1],
                      PASSING).verdict

@@ -221,6 +221,28 @@ def quality(gate: Optional[Gate], statement: str, ok: Optional[bool]):
     return (statement, ok if gate is None or gate.passed else UNTESTABLE)
 
 
+# nats per token: what an arm whose router sees the whole sequence (expert choice, Soft MoE,
+# BASE in a causal decoder) may take from later tokens at any seed (future information,
+# moejax/train/evaluation.py) for its loss to be compared with causal arms'. A causal arm's is
+# 0 exactly; a leak this small moves a loss by less than the seeds' spread.
+MAX_FUTURE_INFORMATION = 0.01
+
+
+def leak_checked(part, arm: Summary):
+    """A quality part (statement, ok) about `arm`, whose router sees later tokens: as it is
+    where the arm logged future information below MAX_FUTURE_INFORMATION at every stable
+    seed, else UNTESTABLE with the figure (its loss could be low by reading the future)."""
+    statement, ok = part
+    leaks = [r.future_information for r in arm.stable]
+    if leaks and all(x is not None and x < MAX_FUTURE_INFORMATION for x in leaks):
+        return statement, ok
+    figure = ("not logged" if not leaks or None in leaks else
+              f"up to {max(leaks):.4f} nats per token")
+    return (f"{statement}; but {arm.label} takes information from later tokens "
+            f"(future information {figure}; needs < {MAX_FUTURE_INFORMATION} at every seed)",
+            UNTESTABLE)
+
+
 def paired_part(gate: Optional[Gate], statement: str, a: Summary, b: Summary,
                 difference: str, field: str = "final_loss"):
     """'a beats b' as a gated part: held if the paired 95% interval of a − b lies below 0,

@@ -16,6 +16,9 @@ Per run (one seed):
   encoder_information validation cross-entropy with encoders shuffled across the batch minus
                       the plain one, last evaluation (encoder-decoder runs that log it);
                       encoder_curve: (step, that) at every evaluation
+  future_information  validation cross-entropy of each row's first half with another row's
+                      second half minus with its own, last evaluation (decoder-only runs that
+                      log it): what earlier predictions take from later tokens, 0 if causal
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class RunResult:
     seed: Optional[int] = None                     # train.seed (None: not recorded)
     encoder_decoder: bool = False                  # model.arch, from the stored config
     encoder_curve: List[Tuple[int, float]] = dataclasses.field(default_factory=list)
+    future_information: Optional[float] = None     # nats/token earlier predictions take
 
     @property
     def has_moe(self) -> bool:
@@ -150,6 +154,7 @@ def read_run(directory: str) -> RunResult:
         encoder_information=last_eval.get("encoder_information"),
         encoder_curve=[(r["step"], r["encoder_information"]) for r in evals
                        if "encoder_information" in r],
+        future_information=last_eval.get("future_information"),
         seed=spec["seed"],
         encoder_decoder=_arch(spec) == "encoder_decoder",
     )
